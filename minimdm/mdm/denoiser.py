@@ -1,0 +1,24 @@
+"""What every algorithm in the course calls a *denoiser*.
+
+A denoiser maps a partially masked sequence x_t (B, L) to logits (B, L, K) over the K real tokens: its
+softmax at a masked position i is p_theta(x_0^i | x_t). A trained Transformer is one; the exact oracles in
+``minimdm.toys`` are others (they return log-probabilities, which are valid logits). Hugging Face models
+that return an object with ``.logits`` (LLaDA's remote code does) work too.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def logits_of(denoiser, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    out = denoiser(x, **kwargs)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def check_mask_id(mask_id: int, vocab_size: int) -> None:
+    """The mask must be an extra id: inside the vocabulary it would collide with a real token."""
+    if mask_id < vocab_size:
+        raise ValueError(
+            f"mask_id={mask_id} lies inside the vocabulary (0..{vocab_size - 1}); "
+            f"use an id >= vocab_size (minimdm's models use mask_id = vocab_size = {vocab_size})"
+        )

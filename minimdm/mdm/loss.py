@@ -1,0 +1,40 @@
+"""The masked-diffusion pretraining loss (SMDM / LLaDA; mdm_core.md §0.3, §2.2).
+
+    L(theta) = E_t [ (1/t) * E_{x_t ~ q(.|x_0)} sum_{i: x_t^i = M} -log p_theta(x_0^i | x_t) ]
+
+an upper bound on -log p_theta(x_0) (the ELBO of §0.2). As implemented by SMDM and LLaDA:
+t ~ U(0,1) per sequence, clipped to p = (1 - eps) t + eps so the 1/t weight stays finite, and the sum is
+normalised by all B*L positions (not by the masked count), which keeps it an unbiased per-token bound.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.forward import mask_tokens_t, stratified_uniform
+
+
+def masked_cross_entropy(logits: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
+    """-log p_theta(x_0^i | x_t) at masked positions, 0 elsewhere. (B, L, K), (B, L) -> (B, L) float32.
+
+    Computed at every position and then zeroed, so shapes stay static (friendlier to torch.compile).
+    """
+    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
+    return ce * is_masked
+
+
+def mdm_pretrain_loss(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
+                      maskable: torch.Tensor | None = None) -> torch.Tensor:
+    """LLaDA's pretraining loss for a batch x0 (B, L) of clean token ids.
+
+    stratified=True spreads the B draws of t evenly over (0,1) (each is still U(0,1): unbiased, lower variance).
+    """
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps={eps} must lie in [0, 1)")
+    batch = x0.shape[0]
+    t = stratified_uniform(batch, x0.device) if stratified else torch.rand(batch, device=x0.device)
+    p = (1 - eps) * t + eps  # p_b = (1 - eps) t_b + eps
+    xt, is_masked = mask_tokens_t(x0, p, mask_id, maskable)
+    ce = masked_cross_entropy(logits_of(model, xt), x0, is_masked)  # (B, L)
+    return (ce / p[:, None]).sum() / x0.numel()  # sum_b sum_{i masked} CE_i / p_b  /  (B L)

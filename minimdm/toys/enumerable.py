@@ -1,0 +1,48 @@
+"""An enumerable joint distribution over V^L (mdm_core.md §7.1, S1): every quantity is exact.
+
+With V = 3 and L = 3 there are 27 sequences; the true conditional p(x^i | visible tokens) is a sum over the
+sequences consistent with what is visible, so the oracle denoiser is an exact, consistent MDM.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from minimdm.toys.dirichlet import seeded_dirichlet
+
+
+class EnumerableJoint:
+    def __init__(self, vocab_size: int = 3, length: int = 3, concentration: float = 1.0, seed: int = 0):
+        if vocab_size**length > 65536:
+            raise ValueError(f"vocab_size**length = {vocab_size**length} is too many sequences to enumerate (max 65536)")
+        self.vocab_size, self.length = vocab_size, length
+        self.sequences = torch.tensor(list(itertools.product(range(vocab_size), repeat=length)))  # (N, L)
+        self.probs = seeded_dirichlet((len(self.sequences),), concentration, seed)  # (N,) p_data, float64
+
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """Row of each sequence in the table: x (B, L) -> (B,)."""
+        place = self.vocab_size ** torch.arange(self.length - 1, -1, -1, device=x.device)
+        return (x * place).sum(-1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probs.log()[self.index(x)]
+
+    def sample(self, n: int, generator=None) -> torch.Tensor:
+        return self.sequences[torch.multinomial(self.probs, n, replacement=True, generator=generator)]
+
+    def oracle_denoiser(self, mask_id: int | None = None):
+        mask_id = self.vocab_size if mask_id is None else mask_id
+
+        def denoiser(xt: torch.Tensor) -> torch.Tensor:
+            """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V)."""
+            seqs = self.sequences.to(xt.device)
+            visible = xt != mask_id
+            consistent = ((seqs[None] == xt[:, None]) | ~visible[:, None]).all(-1)  # (B, N)
+            weight = self.probs.to(xt.device)[None] * consistent  # (B, N) joint mass of consistent sequences
+            one_hot = torch.nn.functional.one_hot(seqs, self.vocab_size).double()  # (N, L, V)
+            marginal = torch.einsum("bn,nlv->blv", weight, one_hot)
+            return (marginal / marginal.sum(-1, keepdim=True)).log()
+
+        return denoiser
+
