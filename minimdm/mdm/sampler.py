@@ -1,0 +1,167 @@
+"""LLaDA's sampler (mdm_core.md §2.4): fill a canvas of masks in a fixed number of steps.
+
+At each step the denoiser proposes a token for every masked position; a *transfer count* of them is
+committed and the rest are remasked. Which ones are kept is the remasking strategy:
+
+* ``"random"``: uniformly random positions. With steps = gen_length and one block this is exactly the
+  any-order autoregressive sampler, whose law is p_mix of §0.2 (the data law, for exact conditionals);
+* ``"low_confidence"``: the positions whose proposal the model is most sure of (mode-seeking).
+
+``block_length < gen_length`` fills the canvas block by block, left to right ("semi-autoregressive"); attention
+still sees the whole canvas. The sampler records every frame so widgets and plots only scrub a history.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.schedules import Schedule
+
+REMASKING = ("low_confidence", "random")
+
+
+@dataclass
+class SampleResult:
+    tokens: torch.Tensor  # (B, P + G) final canvas, prompt included
+    prompt_length: int
+    frames: list[torch.Tensor] = field(default_factory=list)  # canvas after each step, frames[0] = start
+    confidences: list[torch.Tensor] = field(default_factory=list)  # (B, P+G) confidence of each committed token, nan if not yet
+    nfe: int = 0  # network evaluations (a CFG step counts 2)
+
+    @property
+    def generated(self) -> torch.Tensor:
+        return self.tokens[:, self.prompt_length:]
+
+
+def transfer_counts(num_masked: torch.Tensor, steps: int, schedule: Schedule | None = None) -> torch.Tensor:
+    """How many tokens to reveal at each of ``steps`` steps: (B,) -> (B, steps), rows sum to num_masked.
+
+    schedule=None is LLaDA's rule for the linear schedule: floor(m/n) per step, the remainder m mod n
+    going one each to the first steps. With a schedule alpha, the count revealed by step j is
+    round(m * alpha(t_j)) at the grid t_j = 1 - j/n (the expected number unmasked at t_j), differenced.
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be a positive integer")
+    num_masked = torch.as_tensor(num_masked).reshape(-1, 1)
+    if schedule is None:
+        base = num_masked // steps
+        remainder = num_masked % steps
+        return base + (torch.arange(steps, device=num_masked.device) < remainder).long()
+    grid = 1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps  # t_0 = 1 (all masked) ... t_n = 0 (clean)
+    revealed = torch.round(num_masked.double().cpu() * schedule.alpha(grid)[None]).long()  # (B, n+1)
+    revealed[:, 0], revealed[:, -1] = 0, num_masked.flatten().cpu()  # alpha_1 = 0, alpha_0 = 1 exactly
+    return revealed.diff(dim=1).clamp_min(0).to(num_masked.device)
+
+
+def guided_logits(denoiser, x: torch.Tensor, prompt_mask: torch.Tensor, mask_id: int, cfg_scale: float):
+    """Unsupervised classifier-free guidance (SMDM §1.3, LLaDA §2.4 a).
+
+    The unconditional input is x with its prompt positions replaced by the mask (generated tokens kept):
+        l = l_u + (w + 1)(l_c - l_u)
+    w = 0 is the plain conditional model. Returns (logits, number of network evaluations).
+    """
+    if cfg_scale == 0:
+        return logits_of(denoiser, x), 1
+    unconditional = x.masked_fill(prompt_mask, mask_id)
+    both = logits_of(denoiser, torch.cat([x, unconditional]))
+    conditional, unconditional = both.chunk(2)
+    return unconditional + (cfg_scale + 1) * (conditional - unconditional), 2
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> torch.Tensor:
+    """Sample from softmax(logits / tau) as argmax(logits / tau + g), g ~ Gumbel, in float64 (§2.4 c).
+
+    float64 matters: in low precision the Gumbel noise is coarse and the effective temperature drops.
+    temperature 0 is the greedy argmax.
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    return (logits.double() / temperature + gumbel).argmax(-1)
+
+
+def _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size):
+    if gen_length < 1:
+        raise ValueError(f"gen_length={gen_length} must be a positive integer")
+    if block_length < 1 or gen_length % block_length:
+        raise ValueError(f"gen_length={gen_length} must be divisible by block_length={block_length}")
+    num_blocks = gen_length // block_length
+    if steps < 1 or steps % num_blocks:
+        raise ValueError(f"steps={steps} must be a positive multiple of the number of blocks ({num_blocks} = gen_length / block_length)")
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking={remasking!r}: allowed values are {REMASKING}")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0")
+    if vocab_size is not None and mask_id < vocab_size:
+        raise ValueError(f"mask_id={mask_id} lies inside the vocabulary (0..{vocab_size - 1}); it must be >= vocab_size")
+
+
+@torch.no_grad()
+def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, steps: int, mask_id: int,
+             block_length: int | None = None, remasking: str = "low_confidence", temperature: float = 0.0,
+             schedule: Schedule | None = None, cfg_scale: float = 0.0, batch_size: int = 1,
+             eos_id: int | None = None, eot_id: int | None = None, logits_eos_inf: bool = False,
+             confidence_eos_eot_inf: bool = False, vocab_size: int | None = None, generator=None,
+             record_history: bool = True) -> SampleResult:
+    """Generate gen_length tokens after ``prompt`` (B, P) (or unconditionally, batch_size rows).
+
+    Follows LLaDA's ``generate`` step by step (mdm_core.md §2.4); the differences are ours and deliberate:
+    ``confidence_eos_eot_inf`` does what LLaDA intended (EOS and EoT proposals are committed last; the
+    official code's chained assignment only touches EoT, issue #137), and any ``schedule`` can set the counts.
+    """
+    block_length = gen_length if block_length is None else block_length
+    _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size)
+    if (logits_eos_inf or confidence_eos_eot_inf) and eos_id is None:
+        raise ValueError("logits_eos_inf / confidence_eos_eot_inf need eos_id")
+    device = prompt.device if prompt is not None else torch.device("cpu")
+    if prompt is None:
+        prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+    if prompt.dim() != 2:
+        raise ValueError(f"prompt must have shape (batch, prompt_length), got {tuple(prompt.shape)}")
+    if bool((prompt == mask_id).any()):
+        raise ValueError(f"prompt contains mask_id={mask_id}; prompts must be fully visible")
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, gen_length), mask_id, dtype=torch.long, device=device)], dim=1)
+    prompt_mask = torch.zeros_like(x, dtype=torch.bool)
+    prompt_mask[:, :P] = True
+    committed_confidence = torch.full(x.shape, float("nan"), device=device)
+    result = SampleResult(tokens=x, prompt_length=P)
+    if record_history:
+        result.frames.append(x.cpu().clone())
+        result.confidences.append(committed_confidence.cpu().clone())
+
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    positions = torch.arange(x.shape[1], device=device)
+    for block in range(num_blocks):
+        block_end = P + (block + 1) * block_length
+        in_block = (positions >= P + block * block_length) & (positions < block_end)
+        counts = transfer_counts((x[:, in_block] == mask_id).sum(1), steps_per_block, schedule)  # (B, n)
+        for step in range(steps_per_block):
+            is_masked = x == mask_id
+            logits, nfe = guided_logits(denoiser, x, prompt_mask, mask_id, cfg_scale)
+            result.nfe += nfe
+            if logits_eos_inf:
+                logits[..., eos_id] = -torch.inf
+            proposal = gumbel_argmax(logits, temperature, generator)  # x_hat (B, L)
+            if remasking == "low_confidence":  # softmax(l)[x_hat], from the noise-free logits
+                confidence = torch.softmax(logits.double(), -1).gather(-1, proposal[..., None]).squeeze(-1)
+            else:
+                confidence = torch.rand(x.shape, dtype=torch.float64, device=device, generator=generator)
+            if confidence_eos_eot_inf:  # rank EOS / EoT proposals after every other candidate
+                is_end = proposal == eos_id if eot_id is None else (proposal == eos_id) | (proposal == eot_id)
+                confidence = torch.where(is_end, confidence - 2.0, confidence)
+            # Only masked positions inside the current block may be committed (§2.4 e).
+            confidence = confidence.masked_fill(~(is_masked & in_block), -torch.inf)
+            rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
+            commit = rank < counts[:, step, None]  # the top-s_j positions of each row
+            x = torch.where(commit, proposal, x)
+            committed_confidence = torch.where(commit, confidence.float().clamp_min(0), committed_confidence)
+            if record_history:
+                result.frames.append(x.cpu().clone())
+                result.confidences.append(committed_confidence.cpu().clone())
+    result.tokens = x
+    return result

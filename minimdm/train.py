@@ -1,0 +1,266 @@
+"""One small training loop for every model in the course.
+
+    result = train(model, loss_fn, batch_fn, TrainConfig(steps=2000, lr=1e-3))
+
+* ``loss_fn(model, batch) -> scalar``; ``batch_fn(step) -> tensor or tuple of tensors``.
+* AdamW, linear warmup then cosine decay to ``min_lr_ratio * lr``, gradient clipping and accumulation,
+  bf16 autocast on CUDA, optional ``torch.compile``, a tqdm bar with loss, tokens/s and MFU.
+* **Exact resume.** Before each micro-step the global RNG is reseeded from (seed, step, micro-step), so a
+  step's batch, masks and dropout depend on nothing but its index. A checkpoint (model + optimizer in one
+  safetensors file, trainer state in its metadata, the configs in config.json) written atomically is
+  therefore all that resuming needs: the loss trajectory continues exactly as if never interrupted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from minimdm.flops import peak_flops, training_flops_per_token
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # 0 turns clipping off
+    grad_accum: int = 1
+    log_every: int = 50
+    eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0  # 0: only at the end (if checkpoint_dir is set)
+    compile: bool = False
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    max_seconds: float | None = None  # stop early after this much training time
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum={self.grad_accum} must be >= 1")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", "tokens_per_s", "mfu"}
+    evals: list[dict] = field(default_factory=list)  # {"step", **eval_fn(model)}
+    step: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup to lr, then cosine decay to min_lr_ratio * lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices get weight decay, gains and biases do not (as in nanoGPT)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+
+
+def _seed_for(cfg: TrainConfig, step: int, micro: int) -> int:
+    return (cfg.seed * 1_000_003 + step) * 64 + micro
+
+
+def _batch_tokens(batch) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return first.numel()
+
+
+def _to_device(batch, device):
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(b.to(device, non_blocking=True) for b in batch)
+    return batch.to(device, non_blocking=True)
+
+
+def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=None,
+          resume: bool = True) -> TrainResult:
+    """Train ``model`` in place; resume from ``cfg.checkpoint_dir`` when a checkpoint is there."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    result, start_step = TrainResult(), 0
+    if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / CHECKPOINT_FILE).exists():
+        start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer)
+    forward_model = torch.compile(model) if cfg.compile else model
+    use_amp = cfg.amp and device.type == "cuda"
+    peak = peak_flops(device)
+    flops_per_token = None
+
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
+               desc="train", dynamic_ncols=True)
+    window_tokens, window_start = 0, time.perf_counter()
+    for step in bar:
+        model.train()
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            torch.manual_seed(_seed_for(cfg, step, micro))
+            batch = _to_device(batch_fn(step * cfg.grad_accum + micro), device)
+            if flops_per_token is None and hasattr(model, "config") and hasattr(model.config, "n_layers"):
+                first = batch[0] if isinstance(batch, (tuple, list)) else batch
+                flops_per_token = training_flops_per_token(model, first.shape[-1])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(forward_model, batch) / cfg.grad_accum
+            loss.backward()
+            step_loss += loss.detach()
+            window_tokens += _batch_tokens(batch)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            loss_value = float(step_loss)  # one device sync per log line, not per step
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_tokens / max(elapsed, 1e-9)
+            mfu = tokens_per_s * flops_per_token / peak if (peak and flops_per_token) else None
+            result.history.append({"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu})
+            result.seconds += elapsed
+            result.tokens += window_tokens
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}", **({"mfu": f"{mfu:.1%}"} if mfu else {}))
+            window_tokens, window_start = 0, time.perf_counter()
+        if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            result.evals.append({"step": done, **_evaluate(model, eval_fn)})
+            window_start = time.perf_counter()  # evaluation time is not training time
+        if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+            result.step = done
+            save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+            window_start = time.perf_counter()
+        if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
+            break
+    bar.close()
+    result.step = done if cfg.steps > start_step else start_step
+    if eval_fn is not None:
+        result.evals.append({"step": result.step, **_evaluate(model, eval_fn)})
+    if cfg.checkpoint_dir:
+        save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+    return result
+
+
+def _evaluate(model, eval_fn) -> dict:
+    model.eval()
+    with torch.no_grad():
+        return dict(eval_fn(model))
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temporary file beside ``path``, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors
+
+
+def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: TrainResult, cfg: TrainConfig) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer))
+    state = {"step": result.step, "seconds": result.seconds, "tokens": result.tokens,
+             "history": result.history, "evals": result.evals,
+             "param_groups": optimizer.state_dict()["param_groups"]}
+    _atomic_write(directory / CHECKPOINT_FILE,
+                  lambda p: save_file(tensors, str(p), metadata={"trainer_state": json.dumps(state)}))
+    config = {"train": asdict(cfg), "model_class": type(model).__name__,
+              "model": model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else None}
+    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2)))
+    return directory / CHECKPOINT_FILE
+
+
+def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(tensors, trainer_state, config) of a checkpoint directory, with a clear error if it is damaged."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as handle:
+            state = json.loads(handle.metadata()["trainer_state"])
+        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({error}); "
+                         "delete it to start afresh, or point to an intact checkpoint") from error
+    return tensors, state, config
+
+
+def load_checkpoint(directory, model, optimizer=None) -> tuple[int, TrainResult]:
+    tensors, state, _ = read_checkpoint(directory)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        optim_state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                optim_state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": optim_state, "param_groups": state["param_groups"]})
+    result = TrainResult(history=state["history"], evals=state["evals"], step=state["step"],
+                         seconds=state["seconds"], tokens=state["tokens"])
+    return state["step"], result
+
+
+def load_model(directory, device: str = "cpu"):
+    """Rebuild a Transformer from a checkpoint directory (config.json + weights)."""
+    from minimdm.nn import Transformer, TransformerConfig
+
+    tensors, _, config = read_checkpoint(directory)
+    if config.get("model") is None:
+        raise ValueError(f"{directory}/{CONFIG_FILE} holds no model config; build the model yourself and use load_checkpoint")
+    model = Transformer(TransformerConfig(**config["model"]))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.to(device).eval()
