@@ -26,6 +26,7 @@ REMASKING = ("low_confidence", "random")
 class SampleResult:
     tokens: torch.Tensor  # (B, P + G) final canvas, prompt included
     prompt_length: int
+    mask_id: int
     frames: list[torch.Tensor] = field(default_factory=list)  # canvas after each step, frames[0] = start
     confidences: list[torch.Tensor] = field(default_factory=list)  # (B, P+G) confidence of each committed token, nan if not yet
     nfe: int = 0  # network evaluations (a CFG step counts 2)
@@ -128,7 +129,7 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     prompt_mask = torch.zeros_like(x, dtype=torch.bool)
     prompt_mask[:, :P] = True
     committed_confidence = torch.full(x.shape, float("nan"), device=device)
-    result = SampleResult(tokens=x, prompt_length=P)
+    result = SampleResult(tokens=x, prompt_length=P, mask_id=mask_id)
     if record_history:
         result.frames.append(x.cpu().clone())
         result.confidences.append(committed_confidence.cpu().clone())

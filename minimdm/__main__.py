@@ -1,0 +1,120 @@
+"""Command line: ``python -m minimdm train | sample`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minimdm.data import BPETokenizer, CharTokenizer
+from minimdm.mdm.sampler import REMASKING, generate
+from minimdm.presets import PRESETS, preset_name
+from minimdm.recipes import TextRecipe, nats_to_bits, recipe_for, train_text_mdm, validation_nelbo
+from minimdm.train import load_model, resolve_device
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def load_tokenizer(directory: Path):
+    data = json.loads((directory / TOKENIZER_FILE).read_text())
+    return CharTokenizer(data["chars"]) if data.get("type") == "char" else BPETokenizer.load(directory / TOKENIZER_FILE)
+
+
+def print_samples(model, tokenizer, stream, count: int, gen_length: int, steps: int, remasking: str,
+                  temperature: float, prompt_length: int = 16, seed: int = 0) -> None:
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    prompts = stream.windows("val", count)[:, :prompt_length].to(device)
+    result = generate(model, prompts, gen_length=gen_length, steps=steps, mask_id=model.mask_id,
+                      remasking=remasking, temperature=temperature, generator=generator, record_history=False)
+    for row in range(count):
+        prompt = tokenizer.decode(prompts[row].tolist())
+        text = tokenizer.decode(result.generated[row].tolist())
+        print(f"--- sample {row + 1} (prompt in brackets) ---\n[{prompt}]{text}")
+
+
+def cmd_train(args) -> None:
+    overrides = {k: v for k, v in {"corpus": args.corpus, "tokenizer": args.tokenizer, "steps": args.steps}.items()
+                 if v is not None}
+    recipe: TextRecipe = recipe_for(args.preset, **overrides)
+    device = resolve_device(args.device)
+    print(f"minimdm train | preset {args.preset or preset_name()} | device {device} | corpus {recipe.corpus}")
+    start = time.perf_counter()
+    model, tokenizer, stream, result = train_text_mdm(recipe, device=device, checkpoint_dir=args.out,
+                                                      compile=args.compile, download=args.download)
+    seconds = time.perf_counter() - start
+    tokenizer.save(Path(args.out) / TOKENIZER_FILE)
+    params = model.num_parameters()
+    print(f"trained {result.step} steps in {seconds:.0f} s ({result.tokens_per_s:,.0f} tokens/s), "
+          f"{params / 1e6:.2f}M non-embedding parameters; checkpoint in {args.out}")
+    nelbo = validation_nelbo(model, stream, recipe.eval_windows, recipe.eval_draws)
+    unit = "char" if recipe.tokenizer == "char" else "token"
+    print(f"validation NELBO: {nelbo.mean:.3f} ± {nelbo.stderr:.3f} nats/{unit} = "
+          f"{nats_to_bits(nelbo.mean):.3f} ± {nats_to_bits(nelbo.stderr):.3f} bits/{unit} "
+          f"(l-estimator, {recipe.eval_windows} windows x {recipe.eval_draws} draws)")
+    gen_length = min(64, recipe.seq_len // 2)
+    print_samples(model, tokenizer, stream, args.samples, gen_length, gen_length, "low_confidence", 0.8,
+                  prompt_length=min(16, recipe.seq_len - gen_length))
+
+
+def cmd_sample(args) -> None:
+    directory = Path(args.checkpoint)
+    device = resolve_device(args.device)
+    model = load_model(directory, device=str(device))
+    tokenizer = load_tokenizer(directory)
+    prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
+    if len(prompt_ids) + args.gen_length > model.config.max_len:
+        print(f"note: prompt ({len(prompt_ids)}) + gen_length ({args.gen_length}) exceeds the training length "
+              f"{model.config.max_len}; RoPE extrapolates, quality may drop", file=sys.stderr)
+    prompt = torch.tensor([prompt_ids] * args.num, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    result = generate(model, prompt, gen_length=args.gen_length, steps=args.steps or args.gen_length,
+                      block_length=args.block_length, mask_id=model.mask_id, remasking=args.remasking,
+                      temperature=args.temperature, cfg_scale=args.cfg_scale, generator=generator,
+                      record_history=False)
+    for row in range(args.num):
+        print(f"--- sample {row + 1} ---\n{args.prompt}{tokenizer.decode(result.generated[row].tolist())}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m minimdm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a tiny character MDM, report its NELBO and print samples")
+    train.add_argument("--preset", choices=PRESETS, default=None, help="size (default: quick if MINIMDM_QUICK=1, else gpu/cpu by device)")
+    train.add_argument("--corpus", default=None, help="python_docs (default), tinyshakespeare, a text file, or hf:NAME[:SPLIT]")
+    train.add_argument("--tokenizer", choices=("char", "bpe"), default=None)
+    train.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    train.add_argument("--out", default="runs/mdm", help="checkpoint directory (resumes if a checkpoint is there)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPU)")
+    train.add_argument("--download", action="store_true", help="allow downloading tinyshakespeare (checked by sha256)")
+    train.add_argument("--samples", type=int, default=3, help="how many samples to print after training")
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser("sample", help="sample from a trained checkpoint")
+    sample.add_argument("--checkpoint", default="runs/mdm")
+    sample.add_argument("--prompt", default="")
+    sample.add_argument("--gen-length", type=int, default=64)
+    sample.add_argument("--steps", type=int, default=None, help="default: gen_length (one token per step)")
+    sample.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block size (default: gen_length)")
+    sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
+    sample.add_argument("--temperature", type=float, default=0.8)
+    sample.add_argument("--cfg-scale", type=float, default=0.0)
+    sample.add_argument("--num", type=int, default=3)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

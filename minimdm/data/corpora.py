@@ -1,0 +1,107 @@
+"""Text corpora, all reachable without a network by default.
+
+* ``python_docs`` (the default): the English reference prose that ships inside Python itself
+  (``pydoc_data.topics``, ~0.45 MB), written to the data cache at first use.
+* ``tinyshakespeare``: the nanoGPT reference corpus (1,115,394 chars). Looked up in the data cache; with
+  ``download=True`` fetched from its canonical URL and checked against its sha256; otherwise a clear error.
+* a path to any local text file, or ``hf:NAME[:SPLIT]`` for a Hugging Face dataset with a ``text`` column
+  (loaded through ``datasets``, which uses its own local cache).
+
+The data cache is ``$MINIMDM_DATA`` if set, else ``data/cache`` of the repository checkout, else
+``~/.cache/minimdm``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+BUILTIN = ("python_docs", "tinyshakespeare")
+
+
+def data_dir() -> Path:
+    if os.environ.get("MINIMDM_DATA"):
+        path = Path(os.environ["MINIMDM_DATA"])
+    else:
+        repo_data = Path(__file__).resolve().parents[2] / "data"
+        path = repo_data / "cache" if repo_data.is_dir() else Path.home() / ".cache" / "minimdm"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def python_docs() -> str:
+    """Python's own reference topics (the text of `help('topics')`), sorted by topic for a stable corpus."""
+    path = data_dir() / "python_docs.txt"
+    if not path.exists():
+        from pydoc_data.topics import topics
+
+        text = "\n\n".join(topics[key].strip() for key in sorted(topics)) + "\n"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a half-written corpus never appears
+    return path.read_text(encoding="utf-8")
+
+
+def tinyshakespeare(download: bool = False) -> str:
+    path = data_dir() / "tinyshakespeare.txt"
+    if not path.exists():
+        if not download:
+            raise FileNotFoundError(
+                f"tinyshakespeare is not in the data cache ({path}). Either copy input.txt from "
+                f"{TINYSHAKESPEARE_URL} to that path, or call load_corpus('tinyshakespeare', download=True) "
+                "(CLI: --download) when online."
+            )
+        tmp = path.with_suffix(".tmp")
+        try:
+            urllib.request.urlretrieve(TINYSHAKESPEARE_URL, tmp)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            raise FileNotFoundError(f"could not download tinyshakespeare ({error}); copy it to {path} by hand") from error
+        os.replace(tmp, path)
+    digest = sha256_of(path)
+    if digest != TINYSHAKESPEARE_SHA256:
+        raise ValueError(f"{path} has sha256 {digest}, expected {TINYSHAKESPEARE_SHA256}: delete it and fetch it again")
+    return path.read_text(encoding="utf-8")
+
+
+def huggingface_text(spec: str) -> str:
+    """``hf:NAME[:SPLIT]`` -> the dataset's ``text`` column joined by newlines."""
+    import datasets
+
+    _, name, *rest = spec.split(":")
+    split = rest[0] if rest else "train"
+    dataset = datasets.load_dataset(name, split=split)
+    if "text" not in dataset.column_names:
+        raise ValueError(f"dataset {name!r} has no 'text' column (columns: {dataset.column_names})")
+    return "\n".join(dataset["text"])
+
+
+def local_text_file(path: Path) -> str:
+    """A local text file, read through ``datasets`` (one line per row) so large files stream from its cache."""
+    import datasets
+
+    dataset = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=True)
+    return "".join(dataset["text"])
+
+
+def load_corpus(name: str = "python_docs", download: bool = False) -> str:
+    if name == "python_docs":
+        text = python_docs()
+    elif name == "tinyshakespeare":
+        text = tinyshakespeare(download)
+    elif name.startswith("hf:"):
+        text = huggingface_text(name)
+    elif Path(name).is_file():
+        text = local_text_file(Path(name))
+    else:
+        raise ValueError(f"corpus={name!r} is neither a built-in corpus {BUILTIN}, an existing file, nor 'hf:NAME[:SPLIT]'")
+    if not text.strip():
+        raise ValueError(f"corpus {name!r} is empty")
+    return text
