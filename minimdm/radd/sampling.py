@@ -1,0 +1,201 @@
+"""RADD's samplers (mdm_core.md §3.4): Tweedie / Euler tau-leaping with and without the cache, and the
+ordered any-order autoregressive sampler. NFE is counted per row: a row's network evaluation counts once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minimdm.mdm.sampler import SampleResult
+from minimdm.mdm.schedules import Schedule
+from minimdm.radd.score import conditional_logits, is_time_conditioned, resolve_schedule
+
+# --- samplers (§3.4) -----------------------------------------------------------------------------------------
+
+SAMPLING_METHODS = ("tweedie", "euler")
+ORDERS = ("left_to_right", "right_to_left", "random")
+
+
+@dataclass
+class RADDSampleResult(SampleResult):
+    """``nfe`` counts batched network calls; ``nfe_per_row`` (B,) counts the rows each call recomputed."""
+
+    nfe_per_row: torch.Tensor | None = None
+
+    @property
+    def mean_nfe(self) -> float:
+        return float(self.nfe_per_row.double().mean())
+
+
+def expected_nfe(steps: int, length: int) -> float:
+    """E-NFE of the cached sampler: N [1 - (1 - 1/N)^L]  (each token's reveal step is uniform over N steps)."""
+    return steps * (1.0 - (1.0 - 1.0 / steps) ** length)
+
+
+def _start_canvas(canvas, length, batch_size, mask_id, device):
+    """The starting x_1: all masks, or a given canvas whose non-mask positions stay fixed (prefix, infilling)."""
+    if canvas is None:
+        if length is None or length < 1:
+            raise ValueError(f"length={length} must be a positive integer (or pass a canvas)")
+        return torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
+    if canvas.dim() != 2:
+        raise ValueError(f"canvas must have shape (batch, length), got {tuple(canvas.shape)}")
+    return canvas.clone()
+
+
+def device_of(model) -> torch.device:
+    """Where a model's parameters live (CPU for parameter-free callables such as the toy oracles)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _draw_from_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF categorical draw: cdf (..., K), u (...) in [0, 1) -> index. One uniform per position."""
+    return (cdf < (u * cdf[..., -1])[..., None]).sum(-1)
+
+
+def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie", final_time: float = 1e-5) -> torch.Tensor:
+    """P(a masked token is revealed at step k), k = 0..N-1, on the grid t_k = linspace(1, final_time, N+1).
+
+    Tweedie: (alpha_s - alpha_t) / (1 - alpha_t);  Euler: (t - s) sigma(t) a(t).  The last step reveals all.
+    """
+    grid = torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)
+    t, s = grid[:-1], grid[1:]
+    if method == "tweedie":
+        p = (schedule.alpha(s) - schedule.alpha(t)) / (1.0 - schedule.alpha(t))
+    else:
+        p = (t - s) * schedule.loss_weight(t)  # Delta t sigma(t) e^{-sigma_bar} / (1 - e^{-sigma_bar})
+    p = p.clamp(0.0, 1.0)
+    p[-1] = 1.0  # forced final step: nothing stays masked
+    return p
+
+
+@torch.no_grad()
+def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None = None, batch_size: int = 1,
+                       canvas: torch.Tensor | None = None, schedule: str | Schedule | None = None,
+                       method: str = "tweedie", cache: bool = True, allow_time_conditioned: bool = False,
+                       final_time: float = 1e-5, device=None, generator=None,
+                       record_history: bool = True) -> RADDSampleResult:
+    """RADD's sampler: at each of N steps every masked token is revealed with ``reveal_probabilities`` and
+    takes a value drawn from c_theta(x_t)_i.
+
+    Each step draws the reveal coins (B, L) and one value uniform (B, L) from ``generator`` whether or not the
+    network runs, so the cached and uncached samplers read the same random stream. cache=True calls the
+    network only for rows that reveal a token this step *and* changed since their last call: the reused output
+    is the one a new call would give, because c_theta has no t. That needs a time-free, deterministic network
+    (eval mode); a time-conditioned one is refused unless allow_time_conditioned=True (an approximation).
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps} must be a positive integer")
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"method={method!r}: allowed values are {SAMPLING_METHODS}")
+    if not 0.0 < final_time < 1.0:
+        raise ValueError(f"final_time={final_time} must lie in (0, 1)")
+    if cache and is_time_conditioned(denoiser) and not allow_time_conditioned:
+        raise ValueError("cache=True needs a time-free network (the cache is exact only if c_theta has no t input); "
+                         "this one has time_cond=True: pass cache=False, or allow_time_conditioned=True to reuse "
+                         "stale-time outputs knowingly")
+    schedule = resolve_schedule(schedule)
+    if device is None:
+        device = canvas.device if canvas is not None else device_of(denoiser)
+    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    B, L = x.shape
+    reveal_p = reveal_probabilities(steps, schedule, method, final_time).tolist()
+    mask_ratio = schedule.mask_prob(torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64))
+    cdf = None  # (B, L, K) float64: cumulative c_theta(x)_i of each row's last network call
+    fresh = torch.zeros(B, dtype=torch.bool, device=device)  # row unchanged since its last call
+    nfe_per_row = torch.zeros(B, dtype=torch.long, device=device)
+    confidence = torch.full((B, L), float("nan"), device=device)
+    result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
+    if record_history:
+        result.frames.append(x.cpu().clone())
+        result.confidences.append(confidence.cpu().clone())
+    for k in range(steps):
+        reveal_u = torch.rand((B, L), device=device, generator=generator)
+        value_u = torch.rand((B, L), dtype=torch.float64, device=device, generator=generator)
+        is_masked = x == mask_id
+        reveal = is_masked & (reveal_u < reveal_p[k])  # (B, L)
+        need = reveal.any(1) & ~fresh if cache else torch.ones(B, dtype=torch.bool, device=device)
+        rows = need.nonzero().flatten()
+        if len(rows):
+            lam = mask_ratio[k].expand(len(rows)).to(device)
+            subset = x if len(rows) == B else x[rows]
+            probs = torch.softmax(conditional_logits(denoiser, subset, lam).double(), dim=-1)  # c_theta(x_t)
+            if cdf is None:
+                cdf = torch.zeros(B, L, probs.shape[-1], dtype=torch.float64, device=device)
+            cdf[rows] = probs.cumsum(-1)
+            fresh[rows] = True
+            nfe_per_row[rows] += 1
+            result.nfe += 1
+        if bool(reveal.any()):
+            values = _draw_from_cdf(cdf, value_u)  # (B, L)
+            x = torch.where(reveal, values, x)
+            fresh &= ~reveal.any(1)
+            if record_history:
+                probs_now = torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[..., :1]))  # back from the CDF
+                picked = probs_now.gather(-1, values[..., None]).squeeze(-1)
+                confidence = torch.where(reveal, picked.float(), confidence)  # c_theta(x_0^i = drawn value)
+        if record_history:
+            result.frames.append(x.cpu().clone())
+            result.confidences.append(confidence.cpu().clone())
+    result.tokens = x
+    return result
+
+
+def _order_tensor(order, batch_size: int, length: int, device, generator) -> torch.Tensor:
+    """The decoding order as (B, L) positions: a named order or a permutation (L,) or (B, L)."""
+    if isinstance(order, str):
+        if order not in ORDERS:
+            raise ValueError(f"order={order!r}: allowed values are {ORDERS} or a permutation tensor")
+        if order == "random":
+            return torch.rand((batch_size, length), device=device, generator=generator).argsort(1)
+        positions = torch.arange(length, device=device)
+        return (positions if order == "left_to_right" else positions.flip(0)).expand(batch_size, -1)
+    order = torch.as_tensor(order, device=device).long()
+    order = order.expand(batch_size, -1) if order.dim() == 1 else order
+    if order.shape != (batch_size, length) or not bool(
+            (order.sort(1).values == torch.arange(length, device=device)).all()):
+        raise ValueError(f"order must be a permutation of 0..{length - 1}, of shape ({length},) or ({batch_size}, {length})")
+    return order
+
+
+@torch.no_grad()
+def ordered_sample(denoiser, *, mask_id: int, length: int | None = None, batch_size: int = 1, order="random",
+                   canvas: torch.Tensor | None = None, device=None, generator=None,
+                   record_history: bool = True) -> RADDSampleResult:
+    """Any-order autoregressive decoding (RADD's OrderedSampler): reveal one position per network call,
+    x^{pi(j)} ~ c_theta(. | x^{pi(<j)}), in the given order. Positions already visible in ``canvas`` are skipped.
+    With order='random' the law of the samples is p_mix (§0.2): the data law for exact conditionals.
+    """
+    if device is None:
+        device = canvas.device if canvas is not None else device_of(denoiser)
+    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    B, L = x.shape
+    order = _order_tensor(order, B, L, device, generator)
+    nfe_per_row = torch.zeros(B, dtype=torch.long, device=device)
+    confidence = torch.full((B, L), float("nan"), device=device)
+    result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
+    if record_history:
+        result.frames.append(x.cpu().clone())
+        result.confidences.append(confidence.cpu().clone())
+    for j in range(L):
+        value_u = torch.rand(B, dtype=torch.float64, device=device, generator=generator)
+        position = order[:, j]  # (B,) pi(j)
+        rows = (x.gather(1, position[:, None]).squeeze(1) == mask_id).nonzero().flatten()
+        if not len(rows):
+            continue
+        lam = (x[rows] == mask_id).double().mean(1)
+        logits = conditional_logits(denoiser, x[rows], lam)  # (R, L, K)
+        probs = torch.softmax(logits[torch.arange(len(rows), device=device), position[rows]].double(), -1)  # (R, K)
+        values = _draw_from_cdf(probs.cumsum(-1), value_u[rows])
+        x[rows, position[rows]] = values
+        confidence[rows, position[rows]] = probs.gather(1, values[:, None]).squeeze(1).float()
+        nfe_per_row[rows] += 1
+        result.nfe += 1
+        if record_history:
+            result.frames.append(x.cpu().clone())
+            result.confidences.append(confidence.cpu().clone())
+    result.tokens = x
+    return result
