@@ -1,0 +1,143 @@
+"""Energy-optimal schedules (minimdm.energy): Beta-CDF special cases, schedule invariants, the energies and their
+constants, the n = 1 minimiser, the exact 5-token toy against a brute-force sampler, and bad input."""
+import math
+
+import pytest
+import torch
+
+from minimdm.energy import (BetaCDFSchedule, BetaWeight, MaskedStates, beta_grid_search, best_on_grid,
+                            bernoulli_generate, energies, exact_denoiser, exact_output_law, minimise_one_token_energy,
+                            one_token_energy, optimal_alpha, paper_toy_target, total_variation, unmask_probabilities)
+from minimdm.mdm.sampler import generate
+from minimdm.mdm.schedules import LinearSchedule
+from minimdm.toys import EnumerableJoint
+
+T = torch.linspace(0, 1, 1001, dtype=torch.float64)  # course time, both ends included
+SHAPES = [(0.5, 0.5), (1.0, 1.0), (0.9, 0.3), (0.3, 0.9), (1.0, 0.2), (2.0, 3.0)]
+
+
+def test_beta_half_half_is_linear_and_one_one_is_sin_squared():
+    # Prop. 3.7, course time t = 1 - tau: linear alpha_t = 1 - t; sin^2(pi tau / 2) = cos^2(pi t / 2)
+    assert (BetaCDFSchedule(0.5, 0.5).alpha(T) - (1 - T)).abs().max() < 1e-10
+    assert (BetaCDFSchedule(1.0, 1.0).alpha(T) - torch.cos(0.5 * math.pi * T) ** 2).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("a, b", SHAPES)
+def test_schedule_invariants(a, b):
+    schedule = BetaCDFSchedule(a, b)
+    alpha = schedule.alpha(T)
+    assert alpha[0] == 1.0 and alpha[-1] == 0.0  # alpha(0) = 1 (clean), alpha(1) = 0 (all masked)
+    assert bool((alpha.diff() <= 0).all())  # monotone: masking only grows with t
+    assert (schedule.mask_prob(T) - (1 - alpha)).abs().max() < 1e-12
+    inner = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    h = 1e-6
+    finite_difference = (schedule.alpha(inner + h) - schedule.alpha(inner - h)) / (2 * h)
+    assert torch.allclose(schedule.alpha_prime(inner), finite_difference, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), "one", None])
+def test_bad_beta_parameters_raise(bad):
+    with pytest.raises(ValueError, match="a=.*must be finite numbers > 0"):
+        BetaCDFSchedule(bad, 0.5)
+    with pytest.raises(ValueError, match="b=.*must be finite numbers > 0"):
+        BetaWeight(0.5, bad)
+
+
+@pytest.mark.parametrize("a, b", [(1.0, 1.0), (0.9, 0.3), (2.0, 3.0)])
+def test_optimal_schedule_has_energy_pi_squared(a, b):
+    schedule = BetaCDFSchedule(a, b)
+    assert one_token_energy(schedule, schedule.weight) == pytest.approx(math.pi**2, rel=1e-3)
+    # any other schedule costs more under this weight
+    assert one_token_energy(LinearSchedule(), schedule.weight) > 1.05 * math.pi**2 or (a, b) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("a, b", [(0.9, 0.3), (2.0, 3.0)])
+def test_minimising_the_one_token_energy_recovers_sin_squared(a, b):
+    weight = BetaWeight(a, b)
+    tau, alpha, energy = minimise_one_token_energy(weight)
+    assert math.pi**2 <= energy + 1e-9 and energy < 1.012 * math.pi**2  # Cauchy-Schwarz: E >= pi^2
+    assert (alpha - optimal_alpha(weight.gamma(tau))).abs().max() < 0.01
+    # and it is *not* the minimiser of another weight: the gap to sin^2(pi tau / 2) is large
+    assert (alpha - optimal_alpha(tau)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("joint", [EnumerableJoint(2, 3, seed=1), paper_toy_target("A")], ids=["dense", "target A"])
+def test_three_energies_agree_up_to_the_theorem_constants(joint):
+    n = joint.length
+    for schedule, weight in [(BetaCDFSchedule(0.9, 0.3), BetaWeight(0.9, 0.3)), (LinearSchedule(), BetaWeight(1, 1))]:
+        result = energies(schedule, weight, joint)
+        assert result["kinetic"] == pytest.approx(result["C_k"] * result["one_token"], rel=1e-10)  # Thm 3.1
+        assert result["conditional_kinetic"] == pytest.approx(n * 2 ** (n - 1) * result["one_token"], rel=1e-10)
+        assert result["conditional_kinetic"] == pytest.approx(result["C_2"] * result["geodesic"], rel=1e-10)  # Thm 3.2
+        assert result["kinetic"] == pytest.approx(result["C_1"] * result["conditional_kinetic"], rel=1e-10)
+    dense_states = (joint.probs > 0).all()
+    # C_k = sum of m(z) over reachable states: n (d+1)^(n-1) when every sequence has mass, fewer for target A
+    assert (result["C_k"] == n * 3 ** (n - 1)) == bool(dense_states)
+
+
+@pytest.mark.parametrize("target, steps, linear, sin_squared, best_beta, best", [
+    ("A", 3, 0.405, 0.388, (0.5, 0.3), 0.284),
+    ("A", 4, 0.308, 0.310, (0.5, 0.3), 0.212),
+    ("A", 8, 0.156, 0.165, (0.6, 0.3), 0.105),
+    ("B", 3, 0.117, 0.128, (0.4, 0.6), 0.103),
+    ("B", 8, 0.041, 0.048, (0.4, 0.6), 0.034),
+])
+def test_exact_toy_reproduces_the_spec_reference_values(target, steps, linear, sin_squared, best_beta, best):
+    joint = paper_toy_target(target)
+    states = MaskedStates(joint)
+    tv = [total_variation(exact_output_law(joint, schedule, steps, states=states), joint.probs)
+          for schedule in (BetaCDFSchedule(0.5, 0.5), BetaCDFSchedule(1, 1), BetaCDFSchedule(*best_beta))]
+    assert tv == pytest.approx([linear, sin_squared, best], abs=6e-4)
+
+
+def _empirical_law(samples: torch.Tensor, joint: EnumerableJoint) -> torch.Tensor:
+    return torch.bincount(joint.index(samples), minlength=len(joint.sequences)).double() / len(samples)
+
+
+@pytest.mark.parametrize("target, a, b, steps, sampler", [
+    ("A", 0.5, 0.5, 3, "bernoulli"), ("B", 0.4, 0.6, 3, "bernoulli"), ("A", 0.5, 0.3, 4, "fixed_counts"),
+    ("B", 1.0, 1.0, 4, "fixed_counts"),
+])
+def test_exact_law_matches_a_brute_force_sampler(target, a, b, steps, sampler):
+    joint, schedule, num_samples = paper_toy_target(target), BetaCDFSchedule(a, b), 20000
+    exact = exact_output_law(joint, schedule, steps, sampler=sampler)
+    assert exact.sum() == pytest.approx(1.0, abs=1e-12)
+    generator = torch.Generator().manual_seed(0)
+    kwargs = dict(gen_length=5, steps=steps, mask_id=2, schedule=schedule, temperature=1.0, batch_size=num_samples,
+                  generator=generator, record_history=False)
+    if sampler == "bernoulli":
+        samples = bernoulli_generate(exact_denoiser(joint), **kwargs).tokens
+    else:  # the course's LLaDA sampler with random remasking = fixed counts per step
+        samples = generate(exact_denoiser(joint), remasking="random", **kwargs).tokens
+    empirical = _empirical_law(samples, joint)
+    tolerance = 4.5 * (exact * (1 - exact) / num_samples).sqrt() + 2e-3  # per sequence, ~4.5 standard errors
+    assert bool(((empirical - exact).abs() <= tolerance).all())
+    assert total_variation(empirical, joint.probs) == pytest.approx(total_variation(exact, joint.probs), abs=0.02)
+
+
+def test_unmask_probabilities():
+    r = unmask_probabilities(LinearSchedule(), 4)
+    assert torch.allclose(r, torch.tensor([1 / 4, 1 / 3, 1 / 2, 1.0], dtype=torch.float64))  # (t - s)/t
+    for a, b in SHAPES:
+        r = unmask_probabilities(BetaCDFSchedule(a, b), 8)
+        assert r[-1] == 1.0 and bool(((r >= 0) & (r <= 1)).all())
+    with pytest.raises(ValueError, match="steps"):
+        unmask_probabilities(LinearSchedule(), 0)
+
+
+def test_bernoulli_sampler_reveals_the_schedule_fraction_on_average():
+    schedule, steps = BetaCDFSchedule(0.9, 0.3), 4
+    denoiser = exact_denoiser(paper_toy_target("B"))
+    result = bernoulli_generate(denoiser, gen_length=5, steps=steps, mask_id=2, schedule=schedule, batch_size=4000,
+                                generator=torch.Generator().manual_seed(1))
+    revealed = torch.stack([(frame != 2).double().mean() for frame in result.frames])  # (N+1,)
+    expected = schedule.alpha(1 - torch.arange(steps + 1, dtype=torch.float64) / steps)
+    assert torch.allclose(revealed, expected, atol=0.02)
+    assert not bool((result.tokens == 2).any()) and result.nfe <= steps
+
+
+def test_grid_search_finds_the_minimum():
+    table = beta_grid_search(lambda s: (s.a - 0.7) ** 2 + (s.b - 0.2) ** 2)
+    assert table.shape == (10, 10)
+    a, b, value = best_on_grid(table)
+    assert (a, b) == (0.7, 0.2) and value == pytest.approx(0.0, abs=1e-12)
