@@ -15,15 +15,19 @@ from minimdm.toys.enumerable import EnumerableJoint
 
 def _log_evidence(joint: EnumerableJoint, theta: Tensor) -> Tensor:
     """sum_d log theta[b, d, x_d] for every sequence x of the table: (B, L, K) -> (B, N)."""
-    positions = torch.arange(joint.length)
-    return torch.log(theta.clamp_min(torch.finfo(theta.dtype).tiny))[:, positions, joint.sequences].sum(-1)
+    log_theta = torch.log(theta.clamp_min(torch.finfo(theta.dtype).tiny))
+    return torch.einsum("blk,nlk->bn", log_theta, _one_hot_table(joint, theta.dtype))
+
+
+def _one_hot_table(joint: EnumerableJoint, dtype: torch.dtype) -> Tensor:
+    """(N, L, K) one-hot encoding of every sequence of the table."""
+    return torch.nn.functional.one_hot(joint.sequences, joint.vocab_size).to(dtype)
 
 
 def posterior_marginals(joint: EnumerableJoint, theta: Tensor) -> Tensor:
     """Per-position marginals of p(x | theta) ∝ p(x) prod_d theta_d[x_d]: theta (B, L, K) -> (B, L, K)."""
     posterior = torch.softmax(torch.log(joint.probs.to(theta.dtype)) + _log_evidence(joint, theta), dim=-1)  # (B, N)
-    one_hot = torch.nn.functional.one_hot(joint.sequences, joint.vocab_size).to(theta.dtype)  # (N, L, K)
-    return torch.einsum("bn,nlk->blk", posterior, one_hot)
+    return torch.einsum("bn,nlk->blk", posterior, _one_hot_table(joint, theta.dtype))
 
 
 def factorised_law(joint: EnumerableJoint, probs: Tensor) -> Tensor:

@@ -1,0 +1,223 @@
+"""BFN building blocks (spec §A, §B.1, §B.4): flow distributions, losses, SDE coefficients, bad input.
+
+All checks compare two independently computed things (a simulation against a closed form, or two formulas);
+none compares against a stored number.
+"""
+import math
+
+import pytest
+import torch
+
+from minimdm.bfn import continuous, discrete, discretised, sde
+from minimdm.bfn import continuous_solvers, discrete_solvers
+from minimdm.bfn.continuous import ContinuousSchedule
+from minimdm.bfn.discrete import DiscreteSchedule
+from minimdm.toys.gmm import two_component_1d
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    # These tests run many tiny tensor ops; one thread avoids OpenMP overhead (30x on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gmm_denoiser(gmm, schedule):
+    def predict_x(mu, t):
+        gamma = schedule.gamma(t).to(mu.dtype)
+        return gmm.posterior_mean(mu, gamma, torch.sqrt(gamma * (1 - gamma)))
+
+    return predict_x
+
+
+# ------------------------------------------------------------------ flow distributions
+
+
+def test_continuous_flow_matches_sequential_bayesian_updates():
+    """n updates with sender samples y ~ N(x, 1/alpha_i) give mu ~ N(gamma x, gamma(1-gamma)), rho = sigma_1^-2t."""
+    schedule, n_steps, n_paths = ContinuousSchedule(0.02), 12, 40000
+    x = torch.tensor([-0.9, 0.1, 0.6], dtype=torch.float64).repeat(n_paths, 1)  # (P, 3)
+    mu, rho = torch.zeros_like(x), 1.0
+    for i in range(1, n_steps + 1):
+        alpha = schedule.step_accuracy(i, n_steps)
+        mu, rho = continuous.bayesian_update(mu, rho, x + torch.randn_like(x) / math.sqrt(alpha), alpha)
+        if i in (3, n_steps):
+            t = i / n_steps
+            gamma = float(schedule.gamma(t))
+            assert rho == pytest.approx(float(schedule.precision(t)), rel=1e-12)
+            flow_std = math.sqrt(gamma * (1 - gamma))
+            assert torch.allclose(mu.mean(0), gamma * x[0], atol=5 * flow_std / math.sqrt(n_paths))
+            assert torch.allclose(mu.var(0), torch.full((3,), flow_std**2, dtype=torch.float64), rtol=0.03)
+            flow = continuous.sample_flow(x, torch.full((n_paths,), t, dtype=torch.float64), schedule)
+            assert torch.allclose(flow.mean(0), mu.mean(0), atol=8 * flow_std / math.sqrt(n_paths))
+
+
+def test_discrete_flow_matches_sequential_bayesian_updates():
+    """theta after n updates theta <- norm(theta e^y) equals softmax of the summed y, whose law is the flow's."""
+    num_classes, n_steps, n_paths = 4, 10, 40000
+    schedule = DiscreteSchedule(2.0, num_classes)
+    x = torch.tensor([[2, 0]]).repeat(n_paths, 1)  # (P, L=2)
+    one_hot = torch.nn.functional.one_hot(x, num_classes).double()
+    theta = torch.full((n_paths, 2, num_classes), 1 / num_classes, dtype=torch.float64)
+    summed = torch.zeros_like(theta)
+    for i in range(1, n_steps + 1):
+        y = discrete.sender_sample(one_hot, schedule.step_accuracy(i, n_steps), torch.randn_like(theta))
+        theta, summed = discrete.bayesian_update(theta, y), summed + y
+    assert torch.allclose(theta, torch.softmax(summed, -1), atol=1e-12)
+    # Centred logits: mean beta K (e_x - 1/K), variance beta K (1 - 1/K) per class.
+    beta = schedule.beta(1.0)
+    centred = torch.log(theta) - torch.log(theta).mean(-1, keepdim=True)
+    expected_mean = beta * num_classes * (one_hot[0] - 1 / num_classes)
+    expected_var = beta * num_classes * (1 - 1 / num_classes)
+    assert torch.allclose(centred.mean(0), expected_mean, atol=5 * math.sqrt(expected_var / n_paths))
+    assert torch.allclose(centred.var(0), torch.full_like(expected_mean, expected_var), rtol=0.03)
+    flow = discrete.sample_flow(x, torch.ones(n_paths, dtype=torch.float64), schedule)
+    assert torch.allclose(flow.mean(0), theta.mean(0), atol=0.01)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_continuous_discrete_time_loss_approaches_continuous_time_loss():
+    """L^n decreases with n towards L^inf (exact GMM denoiser, so no training is involved)."""
+    schedule, gmm = ContinuousSchedule(0.1), two_component_1d()
+    predict_x = gmm_denoiser(gmm, schedule)
+    x = gmm.sample(200000).clamp(-1, 1)
+    l_inf = continuous.continuous_time_loss(predict_x, x, schedule).mean().item()
+    l_n = {n: continuous.discrete_time_loss(predict_x, x, schedule, n).mean().item() for n in (2, 20, 400)}
+    assert l_n[2] > l_n[20] > l_inf * 0.97
+    assert l_n[400] == pytest.approx(l_inf, rel=0.05)
+
+
+def test_bfn_losses_are_denoising_score_matching_with_likelihood_weighting():
+    """Continuous: -ln(s1) s1^-2t ||x - x_hat||^2 = (G^2/2) ||s_theta - grad ln p(mu|x)||^2; discrete: the same
+    with K beta_1 t ||e_x - e_hat||^2 (Theorem 5.2)."""
+    schedule = ContinuousSchedule(1e-3)
+    t = torch.rand(64, dtype=torch.float64) * 0.98 + 0.01
+    x, x_hat = torch.rand(64, 3, dtype=torch.float64) * 2 - 1, torch.rand(64, 3, dtype=torch.float64) * 2 - 1
+    mu = continuous.sample_flow(x, t, schedule)
+    bfn_integrand = -schedule.log_sigma_1 * schedule.precision(t) * (x - x_hat).pow(2).sum(-1)
+    score_gap = sde.continuous_score(mu, x_hat, t, schedule) - sde.continuous_score(mu, x, t, schedule)
+    assert torch.allclose(bfn_integrand, sde.continuous_likelihood_weight(t, schedule) * score_gap.pow(2).sum(-1), rtol=1e-9)
+
+    dschedule = DiscreteSchedule(3.0, 5)
+    labels = torch.randint(0, 5, (64, 2))
+    e_x = torch.nn.functional.one_hot(labels, 5).double()
+    e_hat = torch.softmax(torch.randn(64, 2, 5, dtype=torch.float64), -1)
+    y = discrete.sample_flow_logits(labels, t, dschedule)
+    bfn_integrand = 5 * 3.0 * t * (e_x - e_hat).pow(2).sum((-1, -2))
+    score_gap = sde.discrete_score(y, e_hat, t, dschedule) - sde.discrete_score(y, e_x, t, dschedule)
+    assert torch.allclose(bfn_integrand, sde.discrete_likelihood_weight(t, dschedule) * score_gap.pow(2).sum((-1, -2)), rtol=1e-9)
+
+
+def test_discretised_output_and_losses():
+    bins = discretised.Bins(17)
+    schedule = ContinuousSchedule(1e-3)
+    centres = bins.centres(torch.float64)
+    assert torch.allclose(bins.quantise(centres + 0.9 / 17), centres)
+    mu_x = torch.tensor([[-0.95, 0.3]], dtype=torch.float64)
+    probs = discretised.bin_probabilities(mu_x, torch.tensor([[1e-3, 0.5]], dtype=torch.float64), bins)
+    assert torch.allclose(probs.sum(-1), torch.ones(1, 2, dtype=torch.float64))
+    assert probs[0, 0].argmax() == bins.index(mu_x)[0, 0] and probs[0, 0].max() > 0.999
+
+    # A model that knows x exactly (huge "network confidence") has small losses; a blind one has large ones.
+    x = bins.quantise(torch.rand(256, 8, dtype=torch.float64) * 2 - 1)
+
+    def oracle(truth, log_sigma):
+        def predict_bins(mu, t):
+            gamma = continuous._per_sample(schedule.gamma(t.clamp_min(1e-6)), mu)
+            eps = (mu - gamma * truth) / torch.sqrt(gamma * (1 - gamma))  # the noise that produced mu
+            net_out = torch.stack([eps, torch.full_like(eps, log_sigma)], -1)
+            return discretised.bin_probabilities(*discretised.output_gaussian(net_out, mu, t, schedule), bins)
+        return predict_bins
+
+    good, blind = oracle(x, -3.0), oracle(torch.zeros_like(x), 0.0)
+    assert discretised.reconstruction_loss(good, x, schedule, bins).mean() < 0.01
+    assert discretised.continuous_time_loss(good, x, schedule, bins).mean() < 0.01
+    assert discretised.continuous_time_loss(blind, x, schedule, bins).mean() > 1.0
+    l_n = discretised.discrete_time_loss(blind, x, schedule, bins, n_steps=10).mean()
+    assert torch.isfinite(l_n) and l_n > 0.5
+
+
+def test_discrete_losses_favour_the_true_posterior():
+    """With data from a known joint, the exact denoiser has lower L^inf, L^n, L^r than a uniform predictor."""
+    from minimdm.toys.enumerable import EnumerableJoint
+    from minimdm.toys.enumerable_discrete import posterior_marginals
+
+    joint = EnumerableJoint(vocab_size=3, length=3, concentration=0.3, seed=1)
+    schedule = DiscreteSchedule(4.0, 3)
+    x = joint.sample(20000)
+    exact = lambda theta, t: posterior_marginals(joint, theta)  # noqa: E731
+    uniform = lambda theta, t: torch.full_like(theta, 1 / 3)  # noqa: E731
+    for loss in (
+        lambda p: discrete.continuous_time_loss(p, x, schedule),
+        lambda p: discrete.discrete_time_loss(p, x, schedule, n_steps=10),
+        lambda p: discrete.reconstruction_loss(p, x, schedule),
+    ):
+        assert loss(exact).mean() < loss(uniform).mean()
+    # The uniform predictor's reconstruction loss is exactly ln K.
+    assert discrete.reconstruction_loss(uniform, x, schedule).mean().item() == pytest.approx(math.log(3), rel=1e-6)
+
+
+# ------------------------------------------------------------------ SDE coefficients
+
+
+def test_forward_sdes_reproduce_the_flow_marginals():
+    """Linear SDE d m/ds = F m and d v/ds = 2 F v + G^2 must hold for mean and variance of the flow (s = 1 - t)."""
+    schedule, h = ContinuousSchedule(1e-3), 1e-6
+    for s in (0.1, 0.5, 0.9):
+        mean = lambda s: schedule.gamma(1 - s)  # noqa: E731  (per unit x)
+        var = lambda s: schedule.gamma(1 - s) * schedule.one_minus_gamma(1 - s)  # noqa: E731
+        drift, diffusion_sq = sde.continuous_forward_sde(s, schedule)
+        assert float((mean(s + h) - mean(s - h)) / (2 * h)) == pytest.approx(float(drift * mean(s)), rel=1e-6)
+        assert float((var(s + h) - var(s - h)) / (2 * h)) == pytest.approx(float(2 * drift * var(s) + diffusion_sq), rel=1e-5)
+    dschedule = DiscreteSchedule(3.0, 4)
+    for s in (0.1, 0.5, 0.9):
+        mean = lambda s: dschedule.beta(1 - s)  # noqa: E731  (per unit K e_x - 1)
+        var = lambda s: 4 * dschedule.beta(1 - s)  # noqa: E731
+        drift, diffusion_sq = sde.discrete_forward_sde(s, dschedule)
+        assert (mean(s + h) - mean(s - h)) / (2 * h) == pytest.approx(float(drift * mean(s)), rel=1e-6)
+        assert (var(s + h) - var(s - h)) / (2 * h) == pytest.approx(float(2 * drift * var(s) + diffusion_sq), rel=1e-6)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("sigma_1", [0.0, 1.0, 1.5, -0.1])
+def test_sigma_1_out_of_range(sigma_1):
+    with pytest.raises(ValueError, match="sigma_1"):
+        ContinuousSchedule(sigma_1)
+
+
+@pytest.mark.parametrize("beta_1", [0.0, -1.0, float("inf")])
+def test_beta_1_out_of_range(beta_1):
+    with pytest.raises(ValueError, match="beta_1"):
+        DiscreteSchedule(beta_1, 3)
+
+
+def test_bad_input_errors():
+    schedule, dschedule = ContinuousSchedule(1e-3), DiscreteSchedule(3.0, 3)
+    identity = lambda mu, t: mu  # noqa: E731
+    uniform = lambda theta, t: torch.full_like(theta, 1 / 3)  # noqa: E731
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        continuous.continuous_time_loss(identity, torch.tensor([[1.5, 0.0]]), schedule)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        continuous.discrete_time_loss(identity, torch.tensor([[-2.0, 0.0]]), schedule, 10)
+    for nfe in (1, 0):
+        with pytest.raises(ValueError, match="nfe"):
+            continuous_solvers.sample(identity, (4, 2), nfe, "bfn_solver++2", schedule)
+        with pytest.raises(ValueError, match="nfe"):
+            discrete_solvers.sample(uniform, (4, 2), nfe, "bfn_solver2", dschedule)
+    with pytest.raises(ValueError, match="n_steps"):
+        continuous.original_sampler(identity, (4, 2), 0, schedule)
+    with pytest.raises(ValueError, match="method"):
+        continuous_solvers.sample(identity, (4, 2), 10, "dpm_solver", schedule)
+    with pytest.raises(ValueError, match="spacing"):
+        continuous_solvers.sample(identity, (4, 2), 10, "bfn_solver++1", schedule, spacing="cosine")
+    with pytest.raises(ValueError, match="class indices"):
+        discrete.sample_flow(torch.tensor([[0, 3]]), torch.ones(1), dschedule)
+    with pytest.raises(ValueError, match="num_bins"):
+        discretised.Bins(1)
