@@ -1,0 +1,49 @@
+"""The backbone: the mask is never predicted, causal means causal, the KV cache changes nothing."""
+import pytest
+import torch
+
+from minimdm.nn import KVCache, Transformer, TransformerConfig
+
+
+def make(causal, **kw):
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(vocab_size=7, n_layers=2, d_model=32, n_heads=4, max_len=16, causal=causal, **kw)).eval()
+
+
+def test_mask_token_is_an_input_but_never_an_output():
+    model = make(causal=False)
+    assert model.mask_id == 7
+    assert model.embed.num_embeddings == 8 and model.head.out_features == 7
+    assert model(torch.tensor([[7, 1, 7, 2]])).shape == (1, 4, 7)
+
+
+def test_causal_model_ignores_the_future_and_bidirectional_does_not():
+    x = torch.randint(0, 7, (2, 10))
+    y = x.clone()
+    y[:, 6:] = torch.randint(0, 7, (2, 4))
+    arm, mdm = make(causal=True), make(causal=False)
+    assert torch.allclose(arm(x)[:, :6], arm(y)[:, :6], atol=1e-6)
+    assert not torch.allclose(mdm(x)[:, :6], mdm(y)[:, :6], atol=1e-4)
+
+
+def test_boolean_attention_mask_matches_causal_flag():
+    x = torch.randint(0, 7, (2, 10))
+    causal_mask = torch.ones(10, 10, dtype=torch.bool).tril().expand(2, -1, -1)
+    assert torch.allclose(make(causal=False)(x, attn_mask=causal_mask), make(causal=True)(x), atol=1e-5)
+
+
+def test_kv_cache_decoding_equals_full_forward():
+    arm = make(causal=True)
+    x = torch.randint(0, 7, (3, 12))
+    full = arm(x)
+    cache = KVCache()
+    chunks = [arm(x[:, :5], kv_cache=cache)] + [arm(x[:, i:i + 1], kv_cache=cache) for i in range(5, 9)]
+    chunks.append(arm(x[:, 9:], kv_cache=cache))  # a multi-token chunk after cached positions
+    assert torch.allclose(torch.cat(chunks, 1), full, atol=1e-5)
+
+
+def test_time_conditioning_requires_time():
+    model = make(causal=False, time_cond=True)
+    with pytest.raises(ValueError, match="time"):
+        model(torch.zeros(1, 4, dtype=torch.long))
+    assert model(torch.zeros(1, 4, dtype=torch.long), time=torch.tensor([0.3])).shape == (1, 4, 7)

@@ -1,0 +1,81 @@
+"""The trainer: it learns, it resumes exactly, and its checkpoints are atomic and checked."""
+import pytest
+import torch
+
+from minimdm.mdm.loss import mdm_pretrain_loss
+from minimdm.nn import Transformer, TransformerConfig
+from minimdm.toys import MarkovChain
+from minimdm.train import CHECKPOINT_FILE, TrainConfig, learning_rate, load_model, read_checkpoint, train
+
+CHAIN = MarkovChain(vocab_size=8, concentration=0.3, seed=0)
+DATA = CHAIN.sample(2048, 16, torch.Generator().manual_seed(0))
+
+
+def batch_fn(step):
+    return DATA[torch.randint(0, len(DATA), (32,))]
+
+
+def loss_fn(model, x):
+    return mdm_pretrain_loss(model, x, model.mask_id if hasattr(model, "mask_id") else 8)
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(vocab_size=8, n_layers=1, d_model=32, n_heads=2, max_len=16, dropout=0.1))
+
+
+def config(**kw):
+    base = dict(steps=40, lr=3e-3, warmup_steps=4, log_every=5, progress=False)
+    return TrainConfig(**(base | kw))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    uninterrupted_model = fresh_model()
+    uninterrupted = train(uninterrupted_model, loss_fn, batch_fn, config())
+
+    def dies_at_step_23(step):
+        if step == 23:
+            raise Killed  # the process dies mid-run; the step-20 checkpoint survives
+        return batch_fn(step)
+
+    with pytest.raises(Killed):
+        train(fresh_model(), loss_fn, dies_at_step_23, config(checkpoint_dir=str(tmp_path), checkpoint_every=10))
+    assert read_checkpoint(tmp_path)[1]["step"] == 20
+    resumed = train(fresh_model(), loss_fn, batch_fn, config(checkpoint_dir=str(tmp_path), checkpoint_every=10))
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in uninterrupted.history]
+    assert resumed.history[-1]["step"] == 40
+    resumed_weights = load_model(tmp_path).state_dict()
+    for name, value in uninterrupted_model.state_dict().items():
+        assert torch.equal(resumed_weights[name], value), name
+
+
+def test_training_lowers_the_loss():
+    result = train(fresh_model(), loss_fn, batch_fn, config(steps=60, lr=5e-3))
+    first, last = result.history[0]["loss"], sum(h["loss"] for h in result.history[-3:]) / 3
+    assert last < first
+
+
+def test_learning_rate_schedule():
+    cfg = config(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9) == pytest.approx(1.0)
+    assert learning_rate(cfg, 100) == pytest.approx(0.1)
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    train(fresh_model(), loss_fn, batch_fn, config(steps=5, checkpoint_dir=str(tmp_path)))
+    path = tmp_path / CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_model(tmp_path)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        train(fresh_model(), loss_fn, batch_fn, config(steps=10, checkpoint_dir=str(tmp_path)))
+
+
+def test_no_temporary_files_left_behind(tmp_path):
+    train(fresh_model(), loss_fn, batch_fn, config(steps=5, checkpoint_dir=str(tmp_path), checkpoint_every=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "config.json"]
