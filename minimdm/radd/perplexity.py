@@ -60,4 +60,4 @@ def zero_shot_perplexity(model, data, mask_id: int, *, seq_len: int | None = Non
         model.train()
     if not values:
         raise ValueError("data holds no sequence to evaluate")
-    return PerplexityResult(Estimate.from_draws(torch.stack(values)), count, length)
+    return PerplexityResult(Estimate.from_draws(torch.cat(values)), count, length)

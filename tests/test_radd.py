@@ -1,0 +1,248 @@
+"""RADD (mdm_core.md §3, §7.2 A-B): exact checks against enumeration and the Markov oracle, no training."""
+import math
+
+import pytest
+import torch
+
+from minimdm.mdm.elbo import elbo_over_orders, exact_elbo
+from minimdm.nn import Transformer, TransformerConfig
+from minimdm.radd import (LOSSES, GeometricSchedule, LogLinearSchedule, concrete_score_error, exact_loss_expectation,
+                          expected_nfe, get_loss, noisy_marginal, ordered_sample, reveal_probabilities,
+                          tau_leaping_sample, zero_shot_perplexity)
+from minimdm.toys import EnumerableJoint, MarkovChain
+
+K, L = 3, 4  # the enumerable case: 81 sequences, 16 masks, 24 orders
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The oracle and the samplers are many small ops: extra threads only contend on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_table_denoiser(seed=0):
+    """An *inconsistent* MDM in float64: logits linear in the one-hot input (no joint has these conditionals)."""
+    weights = torch.randn(L * (K + 1), L * K, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+    def denoiser(x):
+        one_hot = torch.nn.functional.one_hot(x, K + 1).double().reshape(x.shape[0], -1)
+        return (one_hot @ weights).reshape(x.shape[0], L, K)
+
+    return denoiser
+
+
+def uniform_denoiser(vocab_size):
+    return lambda x: torch.zeros(*x.shape, vocab_size)
+
+
+# --- the concrete score ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", [LogLinearSchedule(), GeometricSchedule(), "linear"])
+def test_concrete_score_is_scaled_clean_conditional(schedule):
+    joint = EnumerableJoint(vocab_size=3, length=3, seed=1)
+    for t in (0.05, 0.5, 0.95):
+        assert concrete_score_error(joint, t, schedule) <= 1e-10
+
+
+def test_noisy_marginal_is_a_distribution():
+    """Guards the exact side of the identity: p_t summed over all (K+1)^L noisy sequences is 1."""
+    joint = EnumerableJoint(vocab_size=3, length=3, seed=1)
+    every_noisy = torch.cartesian_prod(*[torch.arange(4)] * 3)
+    assert noisy_marginal(joint, every_noisy, 0.3, LogLinearSchedule(), mask_id=3).sum().item() == pytest.approx(1, abs=1e-12)
+
+
+# --- four losses, one bound ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lambda_dce_equals_k_dce_equals_ao_arm_average(seed):
+    denoiser, x0 = random_table_denoiser(seed), torch.tensor([0, 2, 1, 1])
+    ao_arm = elbo_over_orders(denoiser, x0, mask_id=K)  # the core's average over all 4! orders
+    lambda_dce = exact_loss_expectation(get_loss("lambda_dce", K, eps=0.0), denoiser, x0)
+    k_dce = exact_loss_expectation(get_loss("k_dce", K), denoiser, x0)
+    assert lambda_dce == pytest.approx(ao_arm, abs=1e-6)
+    assert k_dce == pytest.approx(ao_arm, abs=1e-6)
+    assert exact_elbo(denoiser, x0, mask_id=K) == pytest.approx(ao_arm, abs=1e-9)
+
+
+def test_time_losses_equal_the_bound_under_the_linear_schedule():
+    """t-DCE and t-DSE with alpha_t = 1 - t and no clipping are the same integral as lambda-DCE."""
+    denoiser, x0 = random_table_denoiser(), torch.tensor([1, 0, 2, 2])
+    ao_arm = elbo_over_orders(denoiser, x0, mask_id=K)
+    for name in ("t_dce", "t_dse"):
+        assert exact_loss_expectation(get_loss(name, K, schedule="linear", eps=0.0), denoiser, x0) == pytest.approx(ao_arm, abs=1e-6)
+
+
+def test_losses_agree_on_a_transformer():
+    model = Transformer(TransformerConfig(vocab_size=K, n_layers=1, d_model=16, n_heads=2, max_len=L)).eval()
+    x0 = torch.tensor([2, 2, 0, 1])
+    ao_arm = elbo_over_orders(model, x0, mask_id=model.mask_id)
+    assert exact_loss_expectation(get_loss("lambda_dce", K, eps=0.0), model, x0) == pytest.approx(ao_arm, abs=1e-5)
+    assert exact_loss_expectation(get_loss("k_dce", K), model, x0) == pytest.approx(ao_arm, abs=1e-5)
+
+
+def test_dse_equals_dce_draw_by_draw():
+    """With a normalised c_theta the score-entropy bracket collapses to -a log c_theta (§3.3)."""
+    denoiser, x0 = random_table_denoiser(), torch.randint(0, K, (64, L), generator=torch.Generator().manual_seed(0))
+    dse, dce = get_loss("t_dse", K), get_loss("t_dce", K)
+    noise = dce.draw(x0, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(dse.per_sequence(denoiser, x0, noise).double(), dce.per_sequence(denoiser, x0, noise).double(), atol=1e-4)
+
+
+def test_monte_carlo_losses_are_unbiased_on_the_markov_oracle():
+    """For exact conditionals every loss averages to -log p(x): within 4 standard errors, lower variance for k-DCE."""
+    chain = MarkovChain(vocab_size=8, seed=0)
+    x0 = chain.sample(1, 12, generator=torch.Generator().manual_seed(0)).expand(512, -1)
+    target = -chain.log_prob(x0[:1]).item()
+    spread = {}
+    for name in LOSSES:
+        draws = get_loss(name, 8, eps=0.0, schedule="linear")(chain.oracle_denoiser(), x0, generator=torch.Generator().manual_seed(2)).double()
+        assert abs(draws.mean().item() - target) < 4 * draws.std().item() / math.sqrt(len(draws)), name
+        spread[name] = draws.std().item()
+    assert spread["k_dce"] < spread["lambda_dce"]
+
+
+def test_training_loss_backpropagates_for_time_free_and_time_conditioned_nets():
+    x0 = torch.randint(0, 5, (4, 8))
+    for time_cond in (False, True):
+        model = Transformer(TransformerConfig(vocab_size=5, n_layers=1, d_model=16, n_heads=2, max_len=8, time_cond=time_cond))
+        for name in LOSSES:
+            loss = get_loss(name, model.mask_id).training_loss(model, x0)
+            loss.backward()
+            assert loss.dim() == 0 and torch.isfinite(loss)
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+# --- samplers: cache, NFE -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 8, 64, 200])
+def test_cached_and_uncached_samples_are_bit_identical(steps):
+    chain = MarkovChain(vocab_size=16, seed=0)
+    results = [
+        tau_leaping_sample(chain.oracle_denoiser(), steps=steps, mask_id=16, length=64, batch_size=8, cache=cache,
+                           generator=torch.Generator().manual_seed(steps), record_history=False)
+        for cache in (True, False)
+    ]
+    cached, uncached = results
+    assert torch.equal(cached.tokens, uncached.tokens)
+    assert not bool((cached.tokens == 16).any())
+    assert bool((uncached.nfe_per_row == steps).all())
+    assert cached.mean_nfe <= uncached.mean_nfe and (steps < 64 or cached.mean_nfe < 0.9 * steps)
+
+
+def test_samples_differ_with_the_random_stream():
+    """So the identity above is not vacuous: another seed gives other samples."""
+    chain = MarkovChain(vocab_size=16, seed=0)
+    a, b = (tau_leaping_sample(chain.oracle_denoiser(), steps=16, mask_id=16, length=64, batch_size=4,
+                               generator=torch.Generator().manual_seed(seed), record_history=False) for seed in (0, 1))
+    assert not torch.equal(a.tokens, b.tokens)
+
+
+@pytest.mark.parametrize("steps", [8, 64, 1024])
+def test_mean_nfe_matches_the_formula(steps):
+    result = tau_leaping_sample(uniform_denoiser(4), steps=steps, mask_id=4, length=64, batch_size=400,
+                                generator=torch.Generator().manual_seed(0), record_history=False)
+    assert result.mean_nfe == pytest.approx(expected_nfe(steps, 64), rel=0.02)
+
+
+def test_first_and_forced_final_steps_are_counted():
+    # one step: it is both the first and the forced final step, one call per row
+    one_step = tau_leaping_sample(uniform_denoiser(4), steps=1, mask_id=4, length=16, batch_size=32, record_history=False)
+    assert bool((one_step.nfe_per_row == 1).all()) and one_step.nfe == 1
+    # two steps, 64 tokens: step 0 reveals about half (a call), the forced step 1 the rest (a second call)
+    two_steps = tau_leaping_sample(uniform_denoiser(4), steps=2, mask_id=4, length=64, batch_size=32, record_history=False)
+    assert bool((two_steps.nfe_per_row == 2).all())
+    # final_time near 1: no coin comes up before the end, so everything is revealed by the forced last step, once
+    forced = tau_leaping_sample(uniform_denoiser(4), steps=6, mask_id=4, length=8, batch_size=32, final_time=1 - 1e-9,
+                                record_history=False)
+    assert not bool((forced.tokens == 4).any()) and bool((forced.nfe_per_row == 1).all())
+    # a single token is revealed once, whatever N
+    single = tau_leaping_sample(uniform_denoiser(4), steps=50, mask_id=4, length=1, batch_size=64, record_history=False)
+    assert bool((single.nfe_per_row == 1).all()) and expected_nfe(50, 1) == pytest.approx(1.0)
+
+
+def test_tweedie_equals_euler_for_log_linear_but_not_geometric():
+    assert torch.allclose(reveal_probabilities(32, LogLinearSchedule(), "tweedie"), reveal_probabilities(32, LogLinearSchedule(), "euler"))
+    assert not torch.allclose(reveal_probabilities(32, GeometricSchedule(), "tweedie"), reveal_probabilities(32, GeometricSchedule(), "euler"))
+
+
+def test_history_and_fixed_canvas():
+    chain = MarkovChain(vocab_size=16, seed=0)
+    canvas = torch.full((3, 20), 16)
+    canvas[:, :5] = 7  # a prefix that must stay
+    result = tau_leaping_sample(chain.oracle_denoiser(), steps=10, mask_id=16, canvas=canvas)
+    assert len(result.frames) == 11 and bool((result.tokens[:, :5] == 7).all()) and not bool((result.tokens == 16).any())
+    assert torch.isnan(result.confidences[-1][:, :5]).all() and not torch.isnan(result.confidences[-1][:, 5:]).any()
+
+
+# --- the ordered (AO-ARM) sampler ---------------------------------------------------------------------------
+
+
+def test_ordered_sampler_follows_the_order_one_call_per_position():
+    chain = MarkovChain(vocab_size=16, seed=0)
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    result = ordered_sample(chain.oracle_denoiser(), mask_id=16, length=6, batch_size=2, order=order)
+    for j, frame in enumerate(result.frames[1:]):
+        revealed = (frame[0] != 16).nonzero().flatten().tolist()
+        assert sorted(revealed) == sorted(order[: j + 1].tolist())
+    assert bool((result.nfe_per_row == 6).all()) and result.nfe == 6
+
+
+def test_ordered_sampler_draws_from_the_data_law():
+    """With exact conditionals every order samples p_data: mean -log p(x) per token matches the entropy rate."""
+    chain = MarkovChain(vocab_size=8, seed=0)
+    for order in ("left_to_right", "random"):
+        samples = ordered_sample(chain.oracle_denoiser(), mask_id=8, length=16, batch_size=2000, order=order,
+                                 generator=torch.Generator().manual_seed(0), record_history=False).tokens
+        nll = -chain.log_prob(samples)
+        assert abs(nll.mean().item() - chain.entropy(16)) < 4 * nll.std().item() / math.sqrt(len(nll)), order
+
+
+def test_zero_shot_perplexity_of_the_oracle_is_the_true_nll():
+    chain = MarkovChain(vocab_size=8, seed=0)
+    stream = chain.sample(1, 64 * 40, generator=torch.Generator().manual_seed(0)).flatten()
+    result = zero_shot_perplexity(chain.oracle_denoiser(), stream, mask_id=8, seq_len=64, loss="k_dce", draws=8,
+                                  generator=torch.Generator().manual_seed(1))
+    windows = stream.view(-1, 64)
+    true_nll = (-chain.log_prob(windows)).mean().item() / 64
+    assert result.num_sequences == 40 and result.seq_len == 64
+    assert abs(result.nelbo_per_token.mean - true_nll) < 4 * result.nelbo_per_token.stderr
+    assert result.perplexity == pytest.approx(math.exp(result.nelbo_per_token.mean))
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5])
+def test_non_positive_steps_are_refused(steps):
+    with pytest.raises(ValueError, match="steps"):
+        tau_leaping_sample(uniform_denoiser(4), steps=steps, mask_id=4, length=8)
+
+
+def test_time_conditioned_network_needs_an_explicit_opt_in_for_the_cache():
+    model = Transformer(TransformerConfig(vocab_size=5, n_layers=1, d_model=16, n_heads=2, max_len=8, time_cond=True)).eval()
+    with pytest.raises(ValueError, match="time_cond=True.*allow_time_conditioned"):
+        tau_leaping_sample(model, steps=4, mask_id=5, length=8)
+    for kwargs in ({"cache": False}, {"allow_time_conditioned": True}):
+        assert not bool((tau_leaping_sample(model, steps=4, mask_id=5, length=8, **kwargs).tokens == 5).any())
+
+
+def test_other_bad_arguments_are_named():
+    cases = [
+        (lambda: tau_leaping_sample(uniform_denoiser(4), steps=4, mask_id=4, length=8, method="ddpm"), "method"),
+        (lambda: tau_leaping_sample(uniform_denoiser(4), steps=4, mask_id=4), "length"),
+        (lambda: ordered_sample(uniform_denoiser(4), mask_id=4, length=4, order="spiral"), "order"),
+        (lambda: ordered_sample(uniform_denoiser(4), mask_id=4, length=4, order=torch.tensor([0, 0, 1, 2])), "permutation"),
+        (lambda: get_loss("elbo", 4), "loss"),
+        (lambda: get_loss("t_dce", 4, eps=1.5), "eps"),
+        (lambda: zero_shot_perplexity(uniform_denoiser(4), torch.zeros(3, 8).long(), 4, draws=0), "draws"),
+        (lambda: zero_shot_perplexity(uniform_denoiser(4), torch.zeros(30).long(), 4), "seq_len"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
