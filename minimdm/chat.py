@@ -1,0 +1,136 @@
+"""Ask a fine-tuned MDM questions: batched answers, their exact-match score, and a small interactive chat.
+
+    python -m minimdm sample --chat --checkpoint runs/llada_sft
+
+The canvas is LLaDA's (mdm_core.md §2.4): the rendered conversation, left-padded to a common width, then
+``gen_length`` masks; the sampler fills them and the answer is read up to the first EOS.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minimdm.mdm.sampler import SampleResult, generate
+from minimdm.mdm.sft import ChatTemplate, left_pad
+
+
+@dataclass
+class Answers:
+    texts: list[str]  # decoded answers, cut at the first EOS
+    result: SampleResult  # the sampler's output and history (for the unmasking widget)
+
+
+def answer_conversations(model, tokenizer, conversations: list[list[dict]], *, gen_length: int, steps: int,
+                         block_length: int | None = None, remasking: str = "low_confidence",
+                         temperature: float = 0.0, prompt_length: int | None = None, mask_id: int | None = None,
+                         generator: torch.Generator | None = None, record_history: bool = False,
+                         **sampler_kwargs) -> Answers:
+    """The next assistant turn of every conversation (a list of {"role", "content"} messages), in one batch."""
+    template = ChatTemplate.from_tokenizer(tokenizer)
+    mask_id = model.mask_id if mask_id is None else mask_id
+    device = next(iter(model.state_dict().values()), torch.empty(0)).device  # where the weights live
+    prompts = left_pad([template.prompt(c) for c in conversations], tokenizer.pad_id, mask_id, prompt_length).to(device)
+    result = generate(model, prompts, gen_length=gen_length, steps=steps, block_length=block_length, mask_id=mask_id,
+                      remasking=remasking, temperature=temperature, eos_id=tokenizer.eos_id, eot_id=tokenizer.eot_id,
+                      generator=generator, record_history=record_history, **sampler_kwargs)
+    texts = [tokenizer.decode(row.tolist()) for row in result.generated]
+    return Answers(texts, result)
+
+
+def answer_prompts(model, tokenizer, prompts: list[str], **kwargs) -> Answers:
+    """Single-turn questions: each prompt is one user message."""
+    return answer_conversations(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], **kwargs)
+
+
+def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **kwargs) -> dict:
+    """Generate an answer to every example (``.prompt``, ``.answer``) and measure:
+
+    * ``accuracy``: exact match of the decoded answer;
+    * ``eos_fraction``: share of the generated canvas that is EOS, against ``eos_fraction_reference`` (the share
+      the correct answers would leave);
+    * ``truncated``: share of answers shorter than the reference (an EOS committed too early);
+    * ``early_eos``: share of EOS among the tokens committed in the first quarter of the steps (the "EOS flood").
+    """
+    gen_length = kwargs["gen_length"]
+    correct = eos = truncated = early_eos = early_total = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
+        answers = answer_prompts(model, tokenizer, [ex.prompt for ex in batch], record_history=True, **kwargs)
+        result = answers.result
+        generated = result.generated.cpu()
+        eos += int((generated == tokenizer.eos_id).sum())
+        quarter = max(1, (len(result.frames) - 1) // 4)
+        committed_early = result.frames[quarter][:, result.prompt_length:]
+        committed_early_mask = committed_early != result.mask_id
+        early_eos += int((committed_early == tokenizer.eos_id).sum())
+        early_total += int(committed_early_mask.sum())
+        for text, ex in zip(answers.texts, batch):
+            correct += text == ex.answer
+            truncated += len(text) < len(ex.answer)
+    n = len(examples)
+    reference_eos = sum(gen_length - len(tokenizer.encode(ex.answer)) for ex in examples) / (n * gen_length)
+    return {"accuracy": correct / n, "eos_fraction": eos / (n * gen_length), "eos_fraction_reference": reference_eos,
+            "truncated": truncated / n, "early_eos": early_eos / max(early_total, 1)}
+
+
+def run_chat(model, tokenizer, *, gen_length: int = 16, steps: int | None = None, block_length: int | None = None,
+             remasking: str = "low_confidence", temperature: float = 0.0, read=input, write=print) -> list[dict]:
+    """A read-answer loop that keeps the conversation (multi-turn); '/reset' forgets it, '/quit' or EOF ends."""
+    messages: list[dict] = []
+    write("minimdm chat: ask e.g. 'reverse: abcd', '12+7', 'sort: dcba', 'a=3 b=71 ?b'. /reset, /quit")
+    while True:
+        try:
+            line = read("you> ").strip()
+        except EOFError:
+            break
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            messages = []
+            continue
+        if not line:
+            continue
+        try:
+            question = messages + [{"role": "user", "content": line}]
+            reply = answer_conversations(model, tokenizer, [question], gen_length=gen_length,
+                                         steps=steps or gen_length, block_length=block_length, remasking=remasking,
+                                         temperature=temperature).texts[0]
+        except ValueError as error:  # a character outside the vocabulary, a conversation too long, ...
+            write(f"error: {error}")
+            continue
+        messages = question + [{"role": "assistant", "content": reply}]
+        write(f"mdm> {reply}")
+    return messages
+
+
+CHAT_SETTINGS_FILE = "chat.json"
+
+
+def save_chat_settings(directory, **settings) -> None:
+    """Store the sampler settings a fine-tuned model was made for (gen_length = its SFT canvas, ...)."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CHAT_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+
+
+def chat_from_checkpoint(directory, device: str = "cpu", **overrides) -> list[dict]:
+    """Load a model fine-tuned on ``minimdm.data.tasks`` (a ``minimdm.train`` checkpoint) and chat with it.
+
+    The sampler settings come from the checkpoint's chat.json (written by notebook 05), then ``overrides``.
+    """
+    from minimdm.data.tasks import TaskTokenizer
+    from minimdm.train import load_model
+
+    model = load_model(directory, device=device)
+    tokenizer = TaskTokenizer()
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the checkpoint in {directory} has vocab_size={model.config.vocab_size}, but the chat "
+                         f"vocabulary (minimdm.data.tasks.TaskTokenizer) has {tokenizer.vocab_size}: "
+                         "fine-tune on minimdm.data.tasks first (notebook 05)")
+    settings_path = Path(directory) / CHAT_SETTINGS_FILE
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return run_chat(model, tokenizer, **settings)
