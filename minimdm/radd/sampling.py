@@ -103,7 +103,7 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     x = _start_canvas(canvas, length, batch_size, mask_id, device)
     B, L = x.shape
     reveal_p = reveal_probabilities(steps, schedule, method, final_time).tolist()
-    mask_ratio = schedule.mask_prob(torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64))
+    mask_ratio = schedule.mask_prob(torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)).to(device)
     cdf = None  # (B, L, K) float64: cumulative c_theta(x)_i of each row's last network call
     fresh = torch.zeros(B, dtype=torch.bool, device=device)  # row unchanged since its last call
     nfe_per_row = torch.zeros(B, dtype=torch.long, device=device)
@@ -115,22 +115,23 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     for k in range(steps):
         reveal_u = torch.rand((B, L), device=device, generator=generator)
         value_u = torch.rand((B, L), dtype=torch.float64, device=device, generator=generator)
-        is_masked = x == mask_id
-        reveal = is_masked & (reveal_u < reveal_p[k])  # (B, L)
-        need = reveal.any(1) & ~fresh if cache else torch.ones(B, dtype=torch.bool, device=device)
-        rows = need.nonzero().flatten()
-        if len(rows):
-            lam = mask_ratio[k].expand(len(rows)).to(device)
-            subset = x if len(rows) == B else x[rows]
-            probs = torch.softmax(conditional_logits(denoiser, subset, lam).double(), dim=-1)  # c_theta(x_t)
-            if cdf is None:
-                cdf = torch.zeros(B, L, probs.shape[-1], dtype=torch.float64, device=device)
-            cdf[rows] = probs.cumsum(-1)
-            fresh[rows] = True
-            nfe_per_row[rows] += 1
+        reveal = (x == mask_id) & (reveal_u < reveal_p[k])  # (B, L) the masked tokens revealed at this step
+        # Uncached: every row, every step. Cached: rows that reveal something and changed since their last call.
+        rows = (reveal.any(1) & ~fresh).nonzero().flatten() if cache else None
+        if rows is None or len(rows):
+            subset = x if rows is None else x[rows]
+            probs = torch.softmax(conditional_logits(denoiser, subset, mask_ratio[k].expand(len(subset))).double(), -1)
+            if rows is None:
+                cdf, nfe_per_row = probs.cumsum(-1), nfe_per_row + 1
+            else:
+                if cdf is None:
+                    cdf = torch.zeros(B, L, probs.shape[-1], dtype=torch.float64, device=device)
+                cdf[rows] = probs.cumsum(-1)
+                fresh[rows] = True
+                nfe_per_row[rows] += 1
             result.nfe += 1
-        if bool(reveal.any()):
-            values = _draw_from_cdf(cdf, value_u)  # (B, L)
+        if not cache or bool(reveal.any()):
+            values = _draw_from_cdf(cdf, value_u)  # x_0^i ~ c_theta(x_t)_i, (B, L)
             x = torch.where(reveal, values, x)
             fresh &= ~reveal.any(1)
             if record_history:
@@ -140,7 +141,7 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
         if record_history:
             result.frames.append(x.cpu().clone())
             result.confidences.append(confidence.cpu().clone())
-    result.tokens = x
+    result.tokens, result.nfe_per_row = x, nfe_per_row
     return result
 
 
