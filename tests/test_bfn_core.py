@@ -128,7 +128,7 @@ def test_discretised_output_and_losses():
 
     def oracle(truth, log_sigma):
         def predict_bins(mu, t):
-            gamma = continuous._per_sample(schedule.gamma(t.clamp_min(1e-6)), mu)
+            gamma = continuous.per_sample(schedule.gamma(t.clamp_min(1e-6)), mu)
             eps = (mu - gamma * truth) / torch.sqrt(gamma * (1 - gamma))  # the noise that produced mu
             net_out = torch.stack([eps, torch.full_like(eps, log_sigma)], -1)
             return discretised.bin_probabilities(*discretised.output_gaussian(net_out, mu, t, schedule), bins)

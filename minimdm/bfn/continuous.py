@@ -85,7 +85,7 @@ def check_continuous_data(x: Tensor) -> None:
         )
 
 
-def _per_sample(t: Tensor, like: Tensor) -> Tensor:
+def per_sample(t: Tensor, like: Tensor) -> Tensor:
     """Reshape a per-sample time-derived tensor (B,) so it broadcasts against ``like`` (B, ...)."""
     return t.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
@@ -102,15 +102,15 @@ def sample_flow(x: Tensor, t: Tensor, schedule: ContinuousSchedule) -> Tensor:
 
     x: (B, ...) in [-1, 1]; t: (B,). rho is deterministic (= 1 + beta(t)) so only mu is returned.
     """
-    gamma = _per_sample(schedule.gamma(t), x)
+    gamma = per_sample(schedule.gamma(t), x)
     return gamma * x + torch.sqrt(gamma * (1 - gamma)) * torch.randn_like(x)
 
 
 def x_hat_from_eps(mu: Tensor, eps_hat: Tensor, t: Tensor, schedule: ContinuousSchedule, clip: bool = True) -> Tensor:
     """x_hat = mu / gamma - sqrt((1 - gamma) / gamma) eps_hat, 0 for t < t_min, optionally clipped to [-1, 1] (§A.2)."""
-    gamma = _per_sample(schedule.gamma(t.clamp_min(T_MIN)), mu)
+    gamma = per_sample(schedule.gamma(t.clamp_min(T_MIN)), mu)
     x_hat = mu / gamma - torch.sqrt((1 - gamma) / gamma) * eps_hat
-    x_hat = torch.where(_per_sample(t, mu) < T_MIN, torch.zeros_like(x_hat), x_hat)
+    x_hat = torch.where(per_sample(t, mu) < T_MIN, torch.zeros_like(x_hat), x_hat)
     return x_hat.clamp(-1.0, 1.0) if clip else x_hat
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from minimdm.bfn import continuous
-from minimdm.bfn.continuous import T_MIN, BFNSamples, ContinuousSchedule, _per_sample, check_continuous_data, sample_flow
+from minimdm.bfn.continuous import T_MIN, BFNSamples, ContinuousSchedule, per_sample, check_continuous_data, sample_flow
 from minimdm.bfn.kl import gaussian_to_mixture_kl
 
 BinPredictor = Callable[[Tensor, Tensor], Tensor]
@@ -60,11 +60,11 @@ def output_gaussian(net_output: Tensor, mu: Tensor, t: Tensor, schedule: Continu
     sigma_x clamped to [1e-3, 10]; before t_min (no information yet) mu_x = 0, sigma_x = 1.
     """
     mu_eps, log_sigma_eps = net_output[..., 0], net_output[..., 1]  # (B, D) each
-    gamma = _per_sample(schedule.gamma(t.clamp_min(T_MIN)), mu)
+    gamma = per_sample(schedule.gamma(t.clamp_min(T_MIN)), mu)
     noise_to_data = torch.sqrt((1 - gamma) / gamma)
     mu_x = mu / gamma - noise_to_data * mu_eps
     sigma_x = (noise_to_data * torch.exp(log_sigma_eps)).clamp(*SIGMA_X_RANGE)
-    before_t_min = _per_sample(t, mu) < T_MIN
+    before_t_min = per_sample(t, mu) < T_MIN
     mu_x = torch.where(before_t_min, torch.zeros_like(mu_x), mu_x)
     sigma_x = torch.where(before_t_min, torch.ones_like(sigma_x), sigma_x)
     return mu_x, sigma_x

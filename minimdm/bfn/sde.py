@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from minimdm.bfn.continuous import ContinuousSchedule, Denoiser
+from minimdm.bfn.continuous import ContinuousSchedule, Denoiser, per_sample
 from minimdm.bfn.discrete import DiscreteSchedule, ProbabilityPredictor
 
 # ---------------------------------------------------------------- continuous data (§B.1)
@@ -48,7 +48,7 @@ def continuous_score(mu: Tensor, x_hat: Tensor, t: Tensor, schedule: ContinuousS
 
     With x_hat = the data x this is the true conditional score grad ln p(mu | x); with the model's x_hat, s_theta.
     """
-    gamma = schedule.gamma(t).to(mu.dtype).view(-1, *([1] * (mu.dim() - 1)))
+    gamma = per_sample(schedule.gamma(t), mu)
     return -(mu - gamma * x_hat) / (gamma * (1 - gamma))
 
 
@@ -83,7 +83,7 @@ def discrete_pf_ode_drift(y: Tensor, e_hat: Tensor, t: float, schedule: Discrete
 
 def discrete_score(y: Tensor, e_hat: Tensor, t: Tensor, schedule: DiscreteSchedule) -> Tensor:
     """s(y) = -(y - beta (K e_hat - 1)) / (K beta) (Theorem 5.2); with e_hat = e_x the true grad ln p(y | x)."""
-    beta = schedule.beta(t).to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+    beta = per_sample(schedule.beta(t), y)
     return -(y - beta * (schedule.num_classes * e_hat - 1)) / (schedule.num_classes * beta)
 
 
