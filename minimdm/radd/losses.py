@@ -17,8 +17,6 @@ from minimdm.mdm.loss import masked_cross_entropy
 from minimdm.mdm.schedules import Schedule
 from minimdm.radd.score import conditional_logits, noise_rate, resolve_schedule, score_scale
 
-# --- losses (§3.3): one interface, four estimators of the same NELBO -----------------------------------------
-
 
 @dataclass
 class NoiseDraw:
@@ -119,7 +117,7 @@ class TimeDCE(_LevelLoss):
         return stratified_uniform(batch, device, generator)  # t_b = (u + b/B) mod 1
 
     def levels(self, u):
-        t = (1 - self.eps) * u + self.eps
+        t = ((1 - self.eps) * u + self.eps).clamp_min(torch.finfo(torch.float32).tiny)  # u = 0 happens
         return t, self.schedule.mask_prob(t).clamp_min(torch.finfo(torch.float32).tiny)
 
     def weight(self, noise, num_maskable):

@@ -10,8 +10,6 @@ from minimdm.mdm.elbo import Estimate
 from minimdm.radd.losses import RADDLoss, get_loss
 from minimdm.radd.sampling import device_of
 
-# --- zero-shot perplexity (§3.5) ---------------------------------------------------------------------------
-
 
 @dataclass
 class PerplexityResult:

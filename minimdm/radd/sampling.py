@@ -11,8 +11,6 @@ from minimdm.mdm.sampler import SampleResult
 from minimdm.mdm.schedules import Schedule
 from minimdm.radd.score import conditional_logits, is_time_conditioned, resolve_schedule
 
-# --- samplers (§3.4) -----------------------------------------------------------------------------------------
-
 SAMPLING_METHODS = ("tweedie", "euler")
 ORDERS = ("left_to_right", "right_to_left", "random")
 
