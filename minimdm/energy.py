@@ -28,7 +28,7 @@ import torch
 from scipy.special import betainc
 
 from minimdm.mdm.denoiser import logits_of
-from minimdm.mdm.sampler import SampleResult, gumbel_argmax, transfer_counts
+from minimdm.mdm.sampler import SampleResult, generate, gumbel_argmax, transfer_counts
 from minimdm.mdm.schedules import Schedule
 from minimdm.toys import EnumerableJoint
 
@@ -221,6 +221,7 @@ class MaskedStates:
         self.move_value = value
         self.move_target = self.move_source + (value - d) * place[self.move_position]
         self.is_clean = self.num_masked == 0  # the final states, in the order of joint.sequences
+        self.fill_moves = _fill_moves(self)  # for the sampler's exact law
 
     def law_given_clean(self, alpha: torch.Tensor, mask_prob: torch.Tensor) -> torch.Tensor:
         """p_{tau|1}(z | x_1) = prod_i [alpha 1(z^i = x_1^i) + (1 - alpha) 1(z^i = M)]: (T,) -> (T, S, N)."""
@@ -435,7 +436,7 @@ def exact_output_law(joint: EnumerableJoint, schedule: Schedule, steps: int, sam
     if sampler not in ("bernoulli", "fixed_counts"):
         raise ValueError(f"sampler={sampler!r}: allowed values are 'bernoulli' and 'fixed_counts'")
     states = states or MaskedStates(joint)
-    moves = _fill_moves(states)
+    moves = states.fill_moves
     law = torch.zeros(len(states.states), dtype=torch.float64)
     law[-1] = 1.0  # the all-mask state is the last in the enumeration
     if sampler == "bernoulli":
@@ -447,9 +448,8 @@ def exact_output_law(joint: EnumerableJoint, schedule: Schedule, steps: int, sam
         if sampler == "bernoulli":
             choose = step_value**filled * (1 - step_value) ** left
         else:
-            num_masked = filled + left
-            choose = (filled == step_value).double() / torch.tensor(
-                [math.comb(int(m), step_value) if step_value <= m else 1 for m in num_masked.tolist()], dtype=torch.float64)
+            ways = torch.tensor([math.comb(m, step_value) or 1 for m in range(joint.length + 1)], dtype=torch.float64)
+            choose = (filled == step_value).double() / ways[(filled + left).long()]  # 1(|F| = k) / binom(m, k)
         weight = law[moves["source"]] * choose * moves["value_prob"]
         law = torch.zeros_like(law).index_add_(0, moves["target"], weight)
     return law[states.is_clean]
@@ -496,3 +496,36 @@ def best_on_grid(table: torch.Tensor, a_values=BETA_GRID, b_values=BETA_GRID):
     flat = int(table.argmin())
     i, j = divmod(flat, table.shape[1])
     return a_values[i], b_values[j], float(table[i, j])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules for a trained MDM: complete held-out prompts, score them against the known source
+# ---------------------------------------------------------------------------------------------------------------
+
+SAMPLERS = ("bernoulli", "fixed_counts")
+
+
+def complete_prompts(denoiser, prompts: torch.Tensor, schedule: Schedule, *, gen_length: int, steps: int,
+                     mask_id: int, sampler: str = "bernoulli", seed: int = 0) -> torch.Tensor:
+    """Fill gen_length tokens after each prompt (B, P) at temperature 1 with one of the two samplers -> (B, P + G).
+
+    'bernoulli' is the paper's sampler; 'fixed_counts' is the course's LLaDA ``generate`` with random remasking
+    (counts per step from the schedule's expected count)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}: allowed values are {SAMPLERS}")
+    generator = torch.Generator(prompts.device).manual_seed(seed)
+    kwargs = dict(gen_length=gen_length, steps=steps, mask_id=mask_id, schedule=schedule, temperature=1.0,
+                  generator=generator, record_history=False)
+    if sampler == "bernoulli":
+        return bernoulli_generate(denoiser, prompts, **kwargs).tokens
+    return generate(denoiser, prompts, remasking="random", **kwargs).tokens
+
+
+def completion_excess_nll(source, tokens: torch.Tensor, prompt_length: int):
+    """Mean and standard error of [-log q(completion | prompt) - G H] / G in nats per token, for a stationary Markov
+    source q with entropy rate H (``MarkovChain``): 0 for a perfect sampler, positive when tokens revealed together
+    contradict each other. (Not a divergence: a sampler sharper than q could score below 0.)"""
+    full, prompt = source.log_prob(tokens), source.log_prob(tokens[:, :prompt_length])  # (B,) each
+    gen_length = tokens.shape[1] - prompt_length
+    excess = (prompt - full) / gen_length - source.entropy_rate()  # (B,)
+    return float(excess.mean()), float(excess.std() / math.sqrt(len(excess)))
