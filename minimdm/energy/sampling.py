@@ -1,0 +1,89 @@
+"""The paper's per-token Bernoulli sampler, and prompt completion with either sampler for a trained MDM."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.sampler import SampleResult, generate, gumbel_argmax
+from minimdm.mdm.schedules import Schedule
+
+
+def time_grid(steps: int) -> torch.Tensor:
+    """Course times 1 = t_0 > t_1 > ... > t_N = 0 on an even grid (the paper's tau_k = k/N), float64, (N+1,)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
+    return 1 - torch.arange(steps + 1, dtype=torch.float64) / steps
+
+
+def unmask_probabilities(schedule: Schedule, steps: int) -> torch.Tensor:
+    """r_j = (alpha_s - alpha_t) / (1 - alpha_t) for the step t = t_j -> s = t_{j+1}: the chance that a still-masked
+    token is revealed (the paper's (alpha_{k+1} - alpha_k)/(1 - alpha_k)). alpha_0 = 1 makes the last r equal 1. (N,)"""
+    alpha = schedule.alpha(time_grid(steps)).double()  # (N+1,) from alpha = 0 (all masked) up to 1
+    return ((alpha[1:] - alpha[:-1]) / (1 - alpha[:-1])).clamp(0, 1)
+
+
+@torch.no_grad()
+def bernoulli_generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, steps: int, mask_id: int,
+                       schedule: Schedule, temperature: float = 1.0, batch_size: int = 1, generator=None,
+                       record_history: bool = True) -> SampleResult:
+    """The paper's sampler (Sec. C.1): at each step every still-masked token is revealed independently with
+    probability r_j = (alpha_s - alpha_t)/(1 - alpha_t), its value drawn from p_theta(x^i | x_t). The number revealed
+    per step is random (its mean follows the schedule); ``minimdm.mdm.sampler.generate`` fixes it instead (LLaDA).
+
+    Same interface as ``generate``: prompt (B, P) or None (then batch_size rows); returns a SampleResult whose nfe
+    counts denoiser calls (a step that reveals nothing skips the call: the prediction would not be used).
+    """
+    if gen_length < 1:
+        raise ValueError(f"gen_length={gen_length} must be a positive integer")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0")
+    device = prompt.device if prompt is not None else torch.device("cpu")
+    if prompt is None:
+        prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+    canvas = torch.full((prompt.shape[0], gen_length), mask_id, dtype=torch.long, device=device)
+    x = torch.cat([prompt.long(), canvas], dim=1)  # (B, P + G)
+    result = SampleResult(tokens=x, prompt_length=prompt.shape[1], mask_id=mask_id)
+    if record_history:
+        result.frames.append(x.cpu().clone())
+    for reveal_prob in unmask_probabilities(schedule, steps).tolist():
+        is_masked = x == mask_id
+        reveal = is_masked & (torch.rand(x.shape, device=device, generator=generator) < reveal_prob)  # (B, L)
+        if bool(reveal.any()):
+            proposal = gumbel_argmax(logits_of(denoiser, x), temperature, generator)  # x_hat ~ p_theta(. | x_t)
+            result.nfe += 1
+            x = torch.where(reveal, proposal, x)
+        if record_history:
+            result.frames.append(x.cpu().clone())
+    result.tokens = x
+    return result
+
+
+SAMPLERS = ("bernoulli", "fixed_counts")
+
+
+def complete_prompts(denoiser, prompts: torch.Tensor, schedule: Schedule, *, gen_length: int, steps: int,
+                     mask_id: int, sampler: str = "bernoulli", seed: int = 0) -> torch.Tensor:
+    """Fill gen_length tokens after each prompt (B, P) at temperature 1 with one of the two samplers -> (B, P + G).
+
+    'bernoulli' is the paper's sampler; 'fixed_counts' is the course's LLaDA ``generate`` with random remasking
+    (counts per step from the schedule's expected count)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}: allowed values are {SAMPLERS}")
+    generator = torch.Generator(prompts.device).manual_seed(seed)
+    kwargs = dict(gen_length=gen_length, steps=steps, mask_id=mask_id, schedule=schedule, temperature=1.0,
+                  generator=generator, record_history=False)
+    if sampler == "bernoulli":
+        return bernoulli_generate(denoiser, prompts, **kwargs).tokens
+    return generate(denoiser, prompts, remasking="random", **kwargs).tokens
+
+
+def completion_excess_nll(source, tokens: torch.Tensor, prompt_length: int):
+    """Mean and standard error of [-log q(completion | prompt) - G H] / G in nats per token, for a stationary Markov
+    source q with entropy rate H (``MarkovChain``): 0 for a perfect sampler, positive when tokens revealed together
+    contradict each other. (Not a divergence: a sampler sharper than q could score below 0.)"""
+    full, prompt = source.log_prob(tokens), source.log_prob(tokens[:, :prompt_length])  # (B,) each
+    gen_length = tokens.shape[1] - prompt_length
+    excess = (prompt - full) / gen_length - source.entropy_rate()  # (B,)
+    return float(excess.mean()), float(excess.std() / math.sqrt(len(excess)))
