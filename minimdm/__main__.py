@@ -63,6 +63,11 @@ def cmd_train(args) -> None:
 def cmd_sample(args) -> None:
     directory = Path(args.checkpoint)
     device = resolve_device(args.device)
+    if args.chat:  # an interactive chat with a model fine-tuned on minimdm.data.tasks (notebook 05)
+        from minimdm.chat import chat_from_checkpoint
+
+        chat_from_checkpoint(directory, device=str(device))
+        return
     model = load_model(directory, device=str(device))
     tokenizer = load_tokenizer(directory)
     prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
@@ -107,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=3)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--chat", action="store_true", help="interactive chat with a fine-tuned checkpoint (notebook 05)")
     sample.set_defaults(func=cmd_sample)
     return parser
 

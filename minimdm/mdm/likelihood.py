@@ -86,14 +86,14 @@ def score_choices(denoiser, prompt, choices, mask_id: int, *, common_random_numb
     return scores
 
 
-def multiple_choice_accuracy(denoiser, items, mask_id: int, **score_kwargs) -> tuple[Estimate, list[int]]:
+def multiple_choice_accuracy(denoiser, items, mask_id: int, seed: int = 0, **score_kwargs) -> tuple[Estimate, list[int]]:
     """Accuracy of argmax-likelihood over ``items``, each (prompt ids, list of choice ids, index of the correct one).
 
     Returns (accuracy with its binomial standard error, the predicted index of every item).
     """
     predictions, correct = [], []
     for number, (prompt, choices, answer_index) in enumerate(items):
-        scores = score_choices(denoiser, prompt, choices, mask_id, seed=number, **score_kwargs)
+        scores = score_choices(denoiser, prompt, choices, mask_id, seed=seed * 1_000_003 + number, **score_kwargs)
         predicted = max(range(len(choices)), key=lambda i: scores[i].mean)
         predictions.append(predicted)
         correct.append(float(predicted == answer_index))
