@@ -158,12 +158,14 @@ def validation_loss(kind: str, model, stream: TokenStream, num_windows: int, dra
 
 def train_kind(recipe: TextRecipe, kind: str, stream: TokenStream, vocab_size: int, device="cpu", *,
                progress: bool = True, compile: bool = False, max_seconds: float | None = None, eval_fn=None,
-               eval_every: int = 0, checkpoint_dir=None, **train_overrides):
+               eval_every: int = 0, checkpoint_dir=None, model=None, **train_overrides):
     """Train the recipe's network as ``kind`` on ``stream`` with the shared trainer. Returns (model, TrainResult).
 
-    ``train_overrides`` go to ``TrainConfig`` (e.g. betas=(0.9, 0.99) for nanoGPT's optimiser).
+    ``model``: an already built (or ``torch.compile``-wrapped) network of this recipe and kind; by default a
+    fresh one. ``train_overrides`` go to ``TrainConfig`` (e.g. betas=(0.9, 0.99) for nanoGPT's optimiser).
     """
-    model = build_model(recipe, vocab_size, causal=check_kind(kind) == "arm")
+    if model is None:
+        model = build_model(recipe, vocab_size, causal=check_kind(kind) == "arm")
     config = TrainConfig(**{**dict(steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                                    seed=recipe.seed, device=str(device), progress=progress, compile=compile,
                                    log_every=max(1, recipe.steps // 20), max_seconds=max_seconds,

@@ -1,0 +1,142 @@
+"""Synthetic facts for two SMDM experiments (mdm_core.md §1.6, §7.2 F-G), written in ``TaskTokenizer``'s alphabet.
+
+**Reverse curse.** Invented people and descriptions, "A is B." (e.g. ``"bado kegi is rusa tope."``). Names use one
+set of consonants and descriptions another, so a reader (and a model) can tell which side is which. Of the facts,
+a subset S is trained in both directions ("A is B." and "B is A."), so the model can learn that facts may be
+read backwards; the test set T is trained forward only, and **no T fact ever appears reversed in training**.
+Then: forward "A is" -> B on T; reverse infill "[M...] is B." -> A; reverse query "B is" -> A.
+
+**Guidance.** A lookup table "key=answer." whose answers follow a Zipf law over a small pool, so some answers are
+a priori frequent. Multiple-choice items offer the correct answer with distractors drawn by that same frequency:
+a model that leans on the prior picks the frequent distractor, which is what classifier-free guidance corrects
+(it scores with p(a|c)^(1+w) / p(a)^w, a pointwise-mutual-information calibration).
+
+All randomness is ``random.Random(seed)``; every line of one kind has the same length, so a batch needs no padding.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+NAME_CONSONANTS = "bdgkmv"
+DESCRIPTION_CONSONANTS = "prstnl"
+VOWELS = "aeiou"
+
+
+def pseudo_word(rng: random.Random, consonants: str, syllables: int = 2) -> str:
+    """A pronounceable consonant-vowel word, e.g. 'bado'."""
+    return "".join(rng.choice(consonants) + rng.choice(VOWELS) for _ in range(syllables))
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str  # A
+    description: str  # B
+
+    @property
+    def forward(self) -> str:
+        return f"{self.name} is {self.description}."
+
+    @property
+    def reverse(self) -> str:
+        return f"{self.description} is {self.name}."
+
+
+@dataclass
+class FactSplit:
+    both_ways: list[Fact]  # S: trained as "A is B." and "B is A."
+    forward_only: list[Fact]  # T: trained as "A is B." only; evaluated in both directions
+
+    def training_lines(self) -> list[str]:
+        """Every fact forward, plus the reverse of the S facts only."""
+        return [f.forward for f in self.both_ways + self.forward_only] + [f.reverse for f in self.both_ways]
+
+
+def _unique_words(rng: random.Random, consonants: str, count: int, words: int) -> list[str]:
+    seen: set[str] = set()
+    while len(seen) < count:
+        seen.add(" ".join(pseudo_word(rng, consonants) for _ in range(words)))
+    return sorted(seen, key=lambda _: rng.random())
+
+
+def make_facts(num_facts: int, num_both_ways: int, words: int = 2, seed: int = 0) -> FactSplit:
+    """``num_facts`` facts with distinct names and distinct descriptions; the first ``num_both_ways`` form S."""
+    if num_facts < 1:
+        raise ValueError(f"num_facts={num_facts} must be a positive integer")
+    if not 0 <= num_both_ways < num_facts:
+        raise ValueError(f"num_both_ways={num_both_ways} must lie in [0, num_facts) = [0, {num_facts}): "
+                         "the forward-only test set must not be empty")
+    if words < 1:
+        raise ValueError(f"words={words} must be a positive integer")
+    capacity = (len(NAME_CONSONANTS) * len(VOWELS)) ** (2 * words)
+    if num_facts > capacity // 4:
+        raise ValueError(f"num_facts={num_facts} is too many for words={words} (allowed: at most {capacity // 4})")
+    rng = random.Random(seed)
+    names = _unique_words(rng, NAME_CONSONANTS, num_facts, words)
+    descriptions = _unique_words(rng, DESCRIPTION_CONSONANTS, num_facts, words)
+    facts = [Fact(a, b) for a, b in zip(names, descriptions)]
+    return FactSplit(both_ways=facts[:num_both_ways], forward_only=facts[num_both_ways:])
+
+
+# --- a lookup table with a priori frequent answers (for guidance) ---------------------------------------------
+
+@dataclass
+class LookupItem:
+    key: str
+    choices: list[str]
+    answer_index: int
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.key}="
+
+
+@dataclass
+class SkewedLookup:
+    table: dict[str, str]  # key -> answer
+    answers: list[str]  # the answer pool, most frequent first
+    weights: list[float]  # Zipf weights of the pool (sum 1)
+
+    def training_lines(self) -> list[str]:
+        return [f"{key}={answer}." for key, answer in self.table.items()]
+
+    def items(self, num_choices: int = 4, seed: int = 0) -> list[LookupItem]:
+        """One multiple-choice item per key: the true answer and ``num_choices - 1`` distinct distractors drawn
+        with the answers' prior frequency, so frequent answers are the usual distractors."""
+        if not 2 <= num_choices <= len(self.answers):
+            raise ValueError(f"num_choices={num_choices} must lie in [2, {len(self.answers)}] (the answer pool)")
+        rng = random.Random(seed)
+        items = []
+        for key, answer in self.table.items():
+            distractors: list[str] = []
+            while len(distractors) < num_choices - 1:
+                candidate = rng.choices(self.answers, self.weights)[0]
+                if candidate != answer and candidate not in distractors:
+                    distractors.append(candidate)
+            choices = [answer] + distractors
+            rng.shuffle(choices)
+            items.append(LookupItem(key, choices, choices.index(answer)))
+        return items
+
+
+def make_skewed_lookup(num_keys: int, num_answers: int = 12, zipf_exponent: float = 1.2,
+                       seed: int = 0) -> SkewedLookup:
+    """Keys (3 letters) mapped to answers (4 letters) drawn from a Zipf law: weight of rank r ∝ r^(-s)."""
+    if num_keys < 1:
+        raise ValueError(f"num_keys={num_keys} must be a positive integer")
+    if num_answers < 2:
+        raise ValueError(f"num_answers={num_answers} must be >= 2")
+    if zipf_exponent < 0:
+        raise ValueError(f"zipf_exponent={zipf_exponent} must be >= 0 (0 = uniform answers)")
+    rng = random.Random(seed)
+    key_letters = "abcdefghijklmnopqrstuvwxyz"
+    if num_keys > 26**3 // 2:
+        raise ValueError(f"num_keys={num_keys} is too many (allowed: at most {26**3 // 2})")
+    keys: set[str] = set()
+    while len(keys) < num_keys:
+        keys.add("".join(rng.choice(key_letters) for _ in range(3)))
+    answers = _unique_words(rng, DESCRIPTION_CONSONANTS + NAME_CONSONANTS, num_answers, 1)
+    raw = [rank ** (-zipf_exponent) for rank in range(1, num_answers + 1)]
+    weights = [w / sum(raw) for w in raw]
+    table = {key: rng.choices(answers, weights)[0] for key in sorted(keys)}
+    return SkewedLookup(table, answers, weights)

@@ -1,0 +1,212 @@
+"""SMDM's experiments beyond scaling (mdm_core.md §1.3, §1.6, §7.2 F-I), on the ARM/MDM harness of ``minimdm.arm``.
+
+* **Unsupervised CFG for likelihood**: multiple choice scored by the conditional ELBO with guidance
+  (``minimdm.mdm.likelihood``; the unconditional branch is the prompt replaced by masks).
+* **Reverse curse**: greedy decoding of "A is" (forward), "[M...] is B." (reverse infill) and "B is" (reverse
+  query), exact match as in SMDM (the reference is a substring of the generation).
+* **Temporal shift**: a Markov source whose transition matrix drifts; relative degradation of ARM and MDM.
+* **Speed vs quality**: ARM + KV cache against the MDM sampler at several step counts; quality is the true
+  chain's NLL of the samples.
+
+The data sources here are duck-typed "streams" (``batch(batch_size)`` and ``windows("val", n)``), so the shared
+``train_kind`` and ``validation_loss`` train and score both kinds on them unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from minimdm.arm import sample_arm, validation_loss
+from minimdm.mdm.likelihood import multiple_choice_accuracy
+from minimdm.mdm.sampler import generate, guided_logits
+
+# --- data sources the shared trainer understands ---------------------------------------------------------------
+
+
+class LineSet:
+    """Equal-length lines as rows of a (N, L) tensor; ``batch`` draws rows with replacement (global RNG)."""
+
+    def __init__(self, rows: torch.Tensor):
+        if rows.dim() != 2:
+            raise ValueError(f"rows must have shape (num_lines, length), got {tuple(rows.shape)}")
+        self.rows = rows
+
+    @classmethod
+    def from_lines(cls, tokenizer, lines: list[str]) -> "LineSet":
+        encoded = [tokenizer.encode(line) for line in lines]
+        lengths = sorted({len(ids) for ids in encoded})
+        if len(lengths) != 1:
+            raise ValueError(f"lines must all have the same length in tokens, got lengths {lengths}")
+        return cls(torch.tensor(encoded))
+
+    def batch(self, batch_size: int, split: str = "train") -> torch.Tensor:
+        return self.rows[torch.randint(0, len(self.rows), (batch_size,))]
+
+    def windows(self, split: str = "val", max_windows: int | None = None) -> torch.Tensor:
+        return self.rows[:max_windows]
+
+
+class MarkovSource:
+    """Fresh sequences of a ``MarkovChain`` for training; a fixed seeded sample for validation."""
+
+    def __init__(self, chain, length: int, val_size: int = 256, seed: int = 12345):
+        self.chain, self.length = chain, length
+        self.val = chain.sample(val_size, length, generator=torch.Generator().manual_seed(seed))
+
+    def batch(self, batch_size: int, split: str = "train") -> torch.Tensor:
+        return self.chain.sample(batch_size, self.length)
+
+    def windows(self, split: str = "val", max_windows: int | None = None) -> torch.Tensor:
+        return self.val[:max_windows]
+
+
+# --- decoding --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def greedy_infill(denoiser, canvas: torch.Tensor, mask_id: int, cfg_scale: float = 0.0) -> torch.Tensor:
+    """SMDM's ``greddy`` decoding with one token per step (§1.4): fill every mask of ``canvas`` (B, L).
+
+    At each step predict all masked positions, commit the single most confident one (max probability) to its
+    argmax. Masks may sit anywhere (before, between or after the visible tokens), which LLaDA's ``generate``
+    (prompt first, then the answer) does not cover. With ``cfg_scale`` the visible tokens of the starting
+    canvas are the condition that the unconditional branch replaces by masks (§1.3).
+    """
+    x = canvas.clone()
+    condition = x != mask_id  # the prompt of CFG: what was given, not what we fill in
+    num_masked = (~condition).sum(1)
+    if bool((num_masked != num_masked[0]).any()):
+        raise ValueError("every row of canvas must have the same number of masks")
+    rows = torch.arange(x.shape[0], device=x.device)
+    for _ in range(int(num_masked[0])):
+        logits, _ = guided_logits(denoiser, x, condition, mask_id, cfg_scale)
+        confidence, proposal = torch.softmax(logits.double(), -1).max(-1)  # (B, L) each
+        confidence = confidence.masked_fill(x != mask_id, -1.0)
+        position = confidence.argmax(1)  # (B,)
+        x[rows, position] = proposal[rows, position]
+    return x
+
+
+def complete(kind: str, model, prompts: torch.Tensor, num_tokens: int, cfg_scale: float = 0.0) -> torch.Tensor:
+    """Greedy continuation of ``prompts`` (B, P) by ``num_tokens`` tokens: (B, num_tokens)."""
+    if kind == "arm":
+        return sample_arm(model, prompts, num_tokens=num_tokens, temperature=0.0).tokens[:, prompts.shape[1]:]
+    masks = torch.full((prompts.shape[0], num_tokens), model.mask_id, dtype=torch.long, device=prompts.device)
+    canvas = torch.cat([prompts, masks], 1)
+    return greedy_infill(model, canvas, model.mask_id, cfg_scale)[:, prompts.shape[1]:]
+
+
+def exact_match(generations: list[str], references: list[str]) -> float:
+    """SMDM's metric: the fraction of generations that contain their lower-cased reference."""
+    hits = [ref.lower() in gen.lower() for gen, ref in zip(generations, references, strict=True)]
+    return sum(hits) / len(hits)
+
+
+# --- reverse curse ---------------------------------------------------------------------------------------------
+
+def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 0.0) -> dict[str, float | None]:
+    """Exact match on ``facts`` (a list of ``Fact``) in three directions; None where the kind cannot do it.
+
+    * forward:          "A is " -> B
+    * reverse_infill:   "[M..M] is B." -> A   (the training format read backwards; a left-to-right ARM cannot)
+    * reverse_query:    "B is " -> A          (the real reversal test)
+    """
+    encode = lambda texts: torch.tensor([tokenizer.encode(t) for t in texts])  # noqa: E731
+    decode = lambda rows: [tokenizer.decode(r) for r in rows]  # noqa: E731
+    names, descriptions = [f.name for f in facts], [f.description for f in facts]
+    guidance = cfg_scale if kind == "mdm" else 0.0
+    forward = complete(kind, model, encode([f"{a} is " for a in names]), len(descriptions[0]) + 1, guidance)
+    query = complete(kind, model, encode([f"{b} is " for b in descriptions]), len(names[0]) + 1, guidance)
+    scores = {"forward": exact_match(decode(forward), descriptions),
+              "reverse_infill": None,
+              "reverse_query": exact_match(decode(query), names)}
+    if kind == "mdm":
+        canvas = encode([f"{b} is {b}." for b in descriptions])  # placeholder of the right shape, then mask A
+        canvas[:, : len(names[0])] = model.mask_id
+        filled = greedy_infill(model, canvas, model.mask_id, cfg_scale)
+        scores["reverse_infill"] = exact_match(decode(filled[:, : len(names[0])]), names)
+    return scores
+
+
+# --- guidance --------------------------------------------------------------------------------------------------
+
+def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size: int = 16) -> list[dict]:
+    """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w."""
+    encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c) for c in item.choices], item.answer_index)
+               for item in items]
+    rows = []
+    for w in scales:
+        accuracy, _ = multiple_choice_accuracy(model, encoded, model.mask_id, cfg_scale=w, mc_num=mc_num,
+                                               batch_size=batch_size)
+        rows.append({"cfg_scale": w, "accuracy": accuracy.mean, "stderr": accuracy.stderr})
+    return rows
+
+
+# --- temporal shift --------------------------------------------------------------------------------------------
+
+def drifted_chain(chain, delta: float, seed: int = 1):
+    """A copy of ``chain`` with T_1 = normalize(T_0 + delta * noise), noise ~ U(0,1) entries (spec §7.2 H).
+
+    delta = 0 returns the same law. The drifted chain starts from its own stationary law.
+    """
+    if delta < 0:
+        raise ValueError(f"delta={delta} must be >= 0")
+    noise = torch.rand(chain.transition.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    drifted = copy.copy(chain)
+    transition = chain.transition + delta * noise
+    drifted.transition = transition / transition.sum(1, keepdim=True)
+    drifted.initial = drifted.stationary()
+    drifted._powers = None  # the oracle's cache of matrix powers belongs to the old T
+    return drifted
+
+
+def shift_degradation(models: dict, before, after, num_windows: int = 256, draws: int = 8) -> dict:
+    """Loss (nats/token) of each kind on the training law and on the drifted law, and the relative increase."""
+    table = {}
+    for kind, model in models.items():
+        loss_before = validation_loss(kind, model, before, num_windows, draws)
+        loss_after = validation_loss(kind, model, after, num_windows, draws)
+        table[kind] = {"before": loss_before.mean, "before_se": loss_before.stderr, "after": loss_after.mean,
+                       "after_se": loss_after.stderr, "relative_increase": loss_after.mean / loss_before.mean - 1}
+    return table
+
+
+# --- speed vs quality ------------------------------------------------------------------------------------------
+
+def _timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
+
+@torch.no_grad()
+def speed_quality(arm, mdm, chain, length: int, mdm_steps, batch_size: int = 64, seed: int = 0) -> list[dict]:
+    """Tokens/s and the true chain's NLL per token of samples (temperature 1): ARM + KV cache, and the MDM
+    sampler (random remasking, the reverse process) at each step count. The data's entropy rate is the floor."""
+    device = next(arm.parameters()).device
+    rows = []
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples, seconds = _timed(lambda: sample_arm(arm, num_tokens=length, batch_size=batch_size,
+                                                 generator=generator).tokens, device)
+    rows.append({"sampler": "ARM + KV cache", "steps": length, "seconds": seconds,
+                 "tokens_per_s": batch_size * length / seconds,
+                 "nll_per_token": float(-chain.log_prob(samples).mean() / length)})
+    for steps in mdm_steps:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        no_prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # puts the canvas on the device
+        result, seconds = _timed(lambda: generate(mdm, no_prompt, gen_length=length, steps=steps,
+                                                  mask_id=mdm.mask_id, remasking="random", temperature=1.0,
+                                                  generator=generator, record_history=False), device)
+        rows.append({"sampler": "MDM", "steps": steps, "seconds": seconds,
+                     "tokens_per_s": batch_size * length / seconds,
+                     "nll_per_token": float(-chain.log_prob(result.tokens).mean() / length)})
+    return rows
+
+
+__all__ = ["LineSet", "MarkovSource", "complete", "drifted_chain", "exact_match", "greedy_infill",
+           "guidance_sweep", "reverse_curse_scores", "shift_degradation", "speed_quality"]

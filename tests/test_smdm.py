@@ -1,0 +1,119 @@
+"""SMDM experiments: CFG w = 0 is the identity for likelihood scoring, the guided formula, the fact generator's
+train/test separation, greedy infilling, the drifted chain, bad input."""
+import pytest
+import torch
+
+from conftest import tiny_transformer
+from minimdm.data.facts import make_facts, make_skewed_lookup
+from minimdm.data.tasks import TaskTokenizer
+from minimdm.mdm.likelihood import answer_log_likelihood
+from minimdm.mdm.sampler import guided_logits
+from minimdm.smdm import LineSet, drifted_chain, exact_match, greedy_infill
+from minimdm.toys.markov import MarkovChain
+
+
+def test_cfg_scale_zero_is_the_identity_for_likelihood_scoring():
+    model = tiny_transformer(vocab_size=6, length=8)
+    prompt, answer = torch.tensor([1, 2, 3]), torch.tensor([4, 0, 5, 1])
+    kwargs = dict(mc_num=32, batch_size=8)
+    plain = answer_log_likelihood(model, prompt, answer, model.mask_id, generator=torch.Generator().manual_seed(0), **kwargs)
+    guided = answer_log_likelihood(model, prompt, answer, model.mask_id, cfg_scale=0.0,
+                                   generator=torch.Generator().manual_seed(0), **kwargs)
+    assert guided.mean == plain.mean and guided.stderr == plain.stderr
+    # and the two-branch formula itself reduces to the conditional logits as w -> 0
+    x = torch.cat([prompt, answer]).expand(2, -1).clone()
+    x[:, 4:6] = model.mask_id
+    prompt_mask = torch.zeros_like(x, dtype=torch.bool)
+    prompt_mask[:, :3] = True
+    tiny_w, _ = guided_logits(model, x, prompt_mask, model.mask_id, 1e-12)
+    assert torch.allclose(tiny_w, model(x), atol=1e-9)
+    with_guidance = answer_log_likelihood(model, prompt, answer, model.mask_id, cfg_scale=0.8,
+                                          generator=torch.Generator().manual_seed(0), **kwargs)
+    assert with_guidance.mean != plain.mean  # guidance does change the score
+
+
+def test_guided_log_probs_are_the_power_combination():
+    """log softmax(guided) = (1+w) log p_c - w log p_u - log Z, per position (SMDM §1.3)."""
+    model = tiny_transformer(vocab_size=6, length=8)
+    x = torch.tensor([[1, 2, 3, 6, 6, 0, 6, 4]])  # 6 = mask
+    prompt_mask = torch.zeros_like(x, dtype=torch.bool)
+    prompt_mask[:, :3] = True
+    w = 0.7
+    guided, nfe = guided_logits(model, x, prompt_mask, model.mask_id, w)
+    log_c = torch.log_softmax(model(x), -1)
+    log_u = torch.log_softmax(model(x.masked_fill(prompt_mask, model.mask_id)), -1)
+    combined = (1 + w) * log_c - w * log_u
+    assert nfe == 2
+    assert torch.allclose(torch.log_softmax(guided, -1), torch.log_softmax(combined, -1), atol=1e-10)
+
+
+def test_no_test_fact_is_ever_trained_in_reverse():
+    split = make_facts(num_facts=200, num_both_ways=80, seed=3)
+    lines = set(split.training_lines())
+    assert len(lines) == 200 + 80  # all forward, S reversed, nothing repeated
+    for fact in split.forward_only:
+        assert fact.forward in lines
+        assert fact.reverse not in lines
+        # nor does any training line start from the test fact's description (the reverse query's prompt)
+        assert not any(line.startswith(fact.description) for line in lines)
+    for fact in split.both_ways:
+        assert fact.reverse in lines
+    names = [f.name for f in split.both_ways + split.forward_only]
+    assert len(set(names)) == len(names)
+    assert len({len(line) for line in lines}) == 1  # equal lengths: no padding needed
+
+
+def test_facts_are_reproducible_and_fit_the_task_alphabet():
+    assert make_facts(20, 5, seed=1).training_lines() == make_facts(20, 5, seed=1).training_lines()
+    tokenizer = TaskTokenizer()
+    rows = LineSet.from_lines(tokenizer, make_facts(20, 5).training_lines()).rows
+    assert rows.shape == (25, len("bado kegi is rusa tope."))
+
+
+def test_skewed_lookup_distractors_follow_the_prior():
+    lookup = make_skewed_lookup(num_keys=300, num_answers=8, zipf_exponent=1.5, seed=0)
+    items = lookup.items(num_choices=3, seed=0)
+    assert all(item.choices[item.answer_index] == lookup.table[item.key] for item in items)
+    assert all(len(set(item.choices)) == 3 for item in items)
+    most_frequent = lookup.answers[0]
+    offered_wrong = sum(most_frequent in item.choices and item.choices[item.answer_index] != most_frequent for item in items)
+    least_frequent = lookup.answers[-1]
+    offered_rare = sum(least_frequent in item.choices and item.choices[item.answer_index] != least_frequent for item in items)
+    assert offered_wrong > 3 * offered_rare
+
+
+def test_greedy_infill_fills_every_mask_and_keeps_the_rest():
+    model = tiny_transformer(vocab_size=6, length=8)
+    canvas = torch.tensor([[6, 6, 2, 3, 6, 1, 6, 6], [6, 0, 6, 6, 4, 6, 5, 6]])
+    filled = greedy_infill(model, canvas, model.mask_id, cfg_scale=0.5)
+    visible = canvas != 6
+    assert not bool((filled == 6).any())
+    assert torch.equal(filled[visible], canvas[visible])
+
+
+def test_exact_match_is_substring_and_case_blind():
+    assert exact_match(["The answer: RUSA tope.", "no"], ["rusa tope", "rusa"]) == 0.5
+
+
+def test_drifted_chain():
+    chain = MarkovChain(vocab_size=8, seed=0)
+    same = drifted_chain(chain, 0.0)
+    assert torch.allclose(same.transition, chain.transition)
+    moved = drifted_chain(chain, 0.5)
+    assert torch.allclose(moved.transition.sum(1), torch.ones(8, dtype=moved.transition.dtype))
+    assert (moved.transition - chain.transition).abs().max() > 0.01
+    assert torch.allclose(moved.initial @ moved.transition, moved.initial, atol=1e-10)
+    assert chain.transition is not moved.transition  # the original is untouched
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match=r"num_both_ways=10 must lie in \[0, num_facts\)"):
+        make_facts(num_facts=10, num_both_ways=10)
+    with pytest.raises(ValueError, match="zipf_exponent=-1"):
+        make_skewed_lookup(10, zipf_exponent=-1)
+    with pytest.raises(ValueError, match=r"num_choices=9 must lie in \[2, 4\]"):
+        make_skewed_lookup(10, num_answers=4).items(num_choices=9)
+    with pytest.raises(ValueError, match="delta=-0.1"):
+        drifted_chain(MarkovChain(4), -0.1)
+    with pytest.raises(ValueError, match="same length"):
+        LineSet.from_lines(TaskTokenizer(), ["ab", "abc"])
