@@ -131,6 +131,9 @@ def elbo_draws(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", n
     """Monte Carlo draws of the ELBO (nats per sequence), shape (num_draws, B). Each draw is unbiased.
 
     * ``"t"``: lambda ~ U(0,1), mask each maskable token with probability lambda, weight the masked NLL by 1/lambda.
+      Unbiased, but its variance is (logarithmically) infinite: near lambda = 0 one masked token is hit with
+      probability ~ n lambda and weighted 1/lambda, so E[draw^2] ~ int n/lambda dlambda diverges. Training clips
+      lambda away from 0 for this reason; evaluation should prefer the l-estimator.
     * ``"l"``: l ~ U{1..n}, mask exactly l of the n maskable tokens, weight by n/l (LLaDA's lower-variance form).
     stratified=True spreads the batch's draws evenly (§0.3); draws within one call are then not independent.
     """

@@ -16,11 +16,14 @@ from minimdm.mdm.forward import mask_tokens_t, stratified_uniform
 
 
 def masked_cross_entropy(logits: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
-    """-log p_theta(x_0^i | x_t) at masked positions, 0 elsewhere. (B, L, K), (B, L) -> (B, L) float32.
+    """-log p_theta(x_0^i | x_t) at masked positions, 0 elsewhere. (B, L, K), (B, L) -> (B, L).
 
     Computed at every position and then zeroed, so shapes stay static (friendlier to torch.compile).
+    Half-precision logits are upcast to float32; float64 (the exact checks) stays float64.
     """
-    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
     return ce * is_masked
 
 
