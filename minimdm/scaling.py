@@ -46,9 +46,9 @@ SWEEPS = {
     # Seconds; a smoke run of the machinery only.
     "quick": SweepConfig(budgets=(1e8, 3e8), sizes=((1, 16, 2), (1, 24, 2), (1, 32, 2)),
                          base=TextRecipe(seq_len=32, batch_size=8, lr=2e-3), eval_windows=8, eval_draws=4),
-    # 2 CPU cores: tiny budgets, 3 sizes (17k, 60k, 231k non-embedding parameters), 18 runs.
-    "cpu": SweepConfig(budgets=(2e10, 6e10, 2e11), sizes=((1, 32, 2), (2, 48, 4), (2, 96, 4)),
-                       base=TextRecipe(seq_len=64, batch_size=16, lr=2e-3), eval_windows=64, eval_draws=32),
+    # 2 CPU cores: tiny budgets, 3 sizes (6k, 17k, 60k non-embedding parameters), 18 runs, ~13k steps in all.
+    "cpu": SweepConfig(budgets=(3e10, 1e11, 3e11), sizes=((1, 16, 2), (1, 32, 2), (2, 48, 4)),
+                       base=TextRecipe(seq_len=64, batch_size=32, lr=2e-3), eval_windows=64, eval_draws=32),
     # One GPU, ~10 minutes (spec §7.2 E): 3 budgets x 4 sizes (0.23M-4.8M) x 2 kinds = 24 runs, T = 128.
     "gpu": SweepConfig(budgets=(3e13, 1e14, 3e14), sizes=((2, 96, 4), (3, 128, 4), (4, 192, 4), (6, 256, 8)),
                        base=TextRecipe(seq_len=128, batch_size=128, lr=1e-3), eval_windows=256, eval_draws=32),
