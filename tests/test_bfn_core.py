@@ -8,29 +8,12 @@ import math
 import pytest
 import torch
 
+from conftest import gmm_denoiser
 from minimdm.bfn import continuous, discrete, discretised, sde
 from minimdm.bfn import continuous_solvers, discrete_solvers
 from minimdm.bfn.continuous import ContinuousSchedule
 from minimdm.bfn.discrete import DiscreteSchedule
 from minimdm.toys.gmm import two_component_1d
-
-
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # These tests run many tiny tensor ops; one thread avoids OpenMP overhead (30x on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gmm_denoiser(gmm, schedule):
-    def predict_x(mu, t):
-        gamma = schedule.gamma(t).to(mu.dtype)
-        return gmm.posterior_mean(mu, gamma, torch.sqrt(gamma * (1 - gamma)))
-
-    return predict_x
 
 
 # ------------------------------------------------------------------ flow distributions

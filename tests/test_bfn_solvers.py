@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from conftest import gmm_denoiser
 from minimdm.bfn import continuous, continuous_solvers, discrete, discrete_solvers, sde
 from minimdm.bfn.continuous import ContinuousSchedule
 from minimdm.bfn.discrete import DiscreteSchedule
@@ -20,24 +21,6 @@ from minimdm.toys.enumerable_discrete import factorised_law, posterior_marginals
 from minimdm.toys.gmm import eight_gaussians, two_component_1d
 
 NS = (20, 40, 80, 160)
-
-
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # These tests run many tiny tensor ops; one thread avoids OpenMP overhead (30x on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gmm_denoiser(gmm, schedule):
-    def predict_x(mu, t):
-        gamma = schedule.gamma(t).to(mu.dtype)
-        return gmm.posterior_mean(mu, gamma, torch.sqrt(gamma * (1 - gamma)))
-
-    return predict_x
 
 
 def observed_order(ns, errors) -> float:
