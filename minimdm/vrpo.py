@@ -438,10 +438,13 @@ def build_preference_data(model, tokenizer, examples: list, *, samples_per_promp
 
 # --- training --------------------------------------------------------------------------------------------------
 
-def train_dpo_e(policy, reference, data: PreferenceData, cfg: TrainConfig, *, sampling: ELBOSampling,
+def train_dpo_e(policy, reference, data: PreferenceData, cfg: TrainConfig, *, sampling: ELBOSampling | None,
                 beta: float = 0.1, batch_size: int = 16, eval_fn=None) -> TrainResult:
     """DPO-E on the shared trainer: each step draws ``batch_size`` pairs and one set of masks from the global RNG
     (which the trainer reseeds per step, so a run is reproducible and resumable). ``reference`` is frozen here.
+
+    ``sampling=None`` trains on the exact ELBOs (every mask enumerated; answers of at most 16 tokens): the
+    noise-free limit that the estimators approach.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
@@ -454,6 +457,8 @@ def train_dpo_e(policy, reference, data: PreferenceData, cfg: TrainConfig, *, sa
 
     def loss_fn(model, batch):
         chosen, rejected, answer_mask = batch
+        if sampling is None:
+            return exact_dpo_e(model, reference, chosen, rejected, answer_mask, mask_id, beta).loss
         return dpo_e_loss(model, reference, chosen, rejected, answer_mask, mask_id, sampling, beta).loss
 
     return train(policy, loss_fn, batch_fn, cfg, eval_fn)

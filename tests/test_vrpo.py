@@ -1,0 +1,238 @@
+"""VRPO / DPO-E: antithetic sampling at init, unbiased ELBO estimates, a frozen reference, budget checks, data, training."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minimdm.data.tasks import TaskTokenizer, make_examples
+from minimdm.mdm.elbo import exact_elbo
+from minimdm.nn import Transformer, TransformerConfig
+from minimdm.toys import MarkovChain
+from minimdm.train import TrainConfig
+from minimdm.vrpo import (ELBOSampling, LogitOffsetPolicy, build_preference_data, dpo_e_loss, draw_masks,
+                          elbo_from_draws, estimator_family, exact_answer_elbo, exact_dpo_e, flat_gradient,
+                          frozen_copy, split_held_out, train_dpo_e)
+
+V, PROMPT, ANSWER = 6, 3, 5  # vocabulary, prompt and answer lengths of the toy pairs
+DESIGNS = [ELBOSampling(1, 1, False), ELBOSampling(1, 4, False), ELBOSampling(4, 1, False),
+           ELBOSampling(2, 2, False, "l"), ELBOSampling(4, 1, False, "t", stratified=True),
+           ELBOSampling(4, 1, False, "l", stratified=True)]
+
+
+def tiny_policy(seed: int = 0, vocab_size: int = V) -> Transformer:
+    """An untrained network with large weights, so its conditionals are far from uniform and inconsistent."""
+    torch.manual_seed(seed)
+    model = Transformer(TransformerConfig(vocab_size=vocab_size, n_layers=2, d_model=32, n_heads=2, max_len=32))
+    for p in model.parameters():
+        p.data.mul_(4.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Two pairs (y_w, y_l) sharing a prompt per pair; the answer is the last ANSWER positions."""
+    g = torch.Generator().manual_seed(3)
+    chosen = torch.randint(0, V, (2, PROMPT + ANSWER), generator=g)
+    rejected = torch.randint(0, V, (2, PROMPT + ANSWER), generator=g)
+    rejected[:, :PROMPT] = chosen[:, :PROMPT]
+    answer_mask = torch.arange(PROMPT + ANSWER) >= PROMPT
+    return chosen, rejected, answer_mask
+
+
+# --- antithetic sampling ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("estimator", ["t", "l"])
+def test_at_init_antithetic_score_is_zero_and_loss_is_log_2(pairs, estimator):
+    policy = tiny_policy()
+    reference = frozen_copy(policy)
+    policy.train()  # the trainer's mode; with dropout 0 it computes what eval mode does
+    vrpo = estimator_family(8, estimator)["vrpo"]
+    for seed in range(3):
+        out = dpo_e_loss(policy, reference, *pairs, policy.mask_id, vrpo, beta=0.5,
+                         generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(out.score, torch.zeros_like(out.score))  # exactly, not approximately
+        assert out.loss.item() == math.log(2)
+    # the same draws without antithetic sampling: the policy and reference noises no longer cancel
+    independent = estimator_family(8, estimator)["allocated"]
+    out = dpo_e_loss(policy, reference, *pairs, policy.mask_id, independent, beta=0.5,
+                     generator=torch.Generator().manual_seed(0))
+    assert out.score.abs().min() > 1e-3
+    assert out.loss.item() != math.log(2)
+
+
+class InputSpy(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return self.model(x)
+
+
+def test_policy_and_reference_share_draws_chosen_and_rejected_do_not(pairs):
+    chosen, rejected, answer_mask = pairs
+    same_answer = chosen.clone()  # y_l = y_w: only the draws can tell the two rows apart
+    policy, reference = InputSpy(tiny_policy()), InputSpy(tiny_policy())
+    for antithetic in (True, False):
+        policy.seen.clear(), reference.seen.clear()
+        sampling = ELBOSampling(8, 1, antithetic)
+        dpo_e_loss(policy, reference, chosen, same_answer, answer_mask, V, sampling)
+        seen_by_policy, seen_by_reference = policy.seen[0], reference.seen[0]  # (2 B n, L): y_w copies, then y_l
+        assert torch.equal(seen_by_policy, seen_by_reference) == antithetic
+        chosen_copies, rejected_copies = seen_by_policy.chunk(2)
+        assert not torch.equal(chosen_copies, rejected_copies)
+        assert (seen_by_policy[:, :PROMPT] != V).all()  # the prompt is never masked
+
+
+def test_allocation_shares_a_timestep_among_the_masks_drawn_at_it(pairs):
+    chosen, _, answer_mask = pairs
+    mask = answer_mask.expand_as(chosen)
+    one_timestep = draw_masks(chosen, mask, V, ELBOSampling(1, 8, False), torch.Generator().manual_seed(0))
+    many_timesteps = draw_masks(chosen, mask, V, ELBOSampling(8, 1, False), torch.Generator().manual_seed(0))
+    # coefficient of a copy = 1/(t n): equal within a row when its 8 masks share one t, distinct with 8 timesteps
+    assert (one_timestep.coefficients == one_timestep.coefficients[:, :1]).all()
+    assert many_timesteps.coefficients[0].unique().numel() == 8
+    assert one_timestep.inputs.shape == many_timesteps.inputs.shape == (2, 8, PROMPT + ANSWER)
+
+
+# --- unbiasedness against the exact ELBO -------------------------------------------------------------------
+
+def test_exact_answer_elbo_is_the_cores_exact_elbo(pairs):
+    policy = tiny_policy().double()
+    chosen, _, answer_mask = pairs
+    ours = exact_answer_elbo(policy, chosen, answer_mask.expand_as(chosen), policy.mask_id)
+    core = torch.tensor([-exact_elbo(policy, row, policy.mask_id, answer_mask) for row in chosen])
+    assert ours.abs().min() > 1.0  # a non-trivial bound
+    torch.testing.assert_close(ours, core.to(ours.dtype), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", DESIGNS, ids=lambda s: f"{s.estimator}{s.describe()}{'strat' if s.stratified else ''}")
+def test_elbo_estimates_are_unbiased(pairs, sampling):
+    policy = tiny_policy().eval()
+    chosen, _, answer_mask = pairs
+    exact = exact_answer_elbo(policy, chosen, answer_mask.expand_as(chosen), policy.mask_id).detach()
+    repeats = 3000 // sampling.budget
+    rows = chosen.repeat(repeats, 1)  # rows draw independently, so one call gives `repeats` estimates per pair
+    with torch.no_grad():
+        estimates = elbo_from_draws(policy, rows, draw_masks(rows, answer_mask.expand_as(rows), policy.mask_id,
+                                                             sampling, torch.Generator().manual_seed(1)))
+    estimates = estimates.view(repeats, -1)  # (R, 2)
+    stderr = estimates.std(0) / math.sqrt(repeats)
+    assert ((estimates.mean(0) - exact).abs() < 4 * stderr).all(), (estimates.mean(0), exact, stderr)
+
+
+def test_the_score_is_unbiased_and_the_loss_is_biased_upwards():
+    """E s_hat = s exactly; E -log sigma(s_hat) >= -log sigma(s) (Jensen), on the Markov oracle."""
+    chain = MarkovChain(vocab_size=V, seed=0)
+    oracle = chain.oracle_denoiser()
+    sequences = chain.sample(2, PROMPT + ANSWER, torch.Generator().manual_seed(0))
+    chosen, rejected = sequences[:1], sequences[1:].clone()
+    rejected[:, :PROMPT] = chosen[:, :PROMPT]
+    answer_mask = torch.arange(PROMPT + ANSWER) >= PROMPT
+    policy = LogitOffsetPolicy(oracle, PROMPT + ANSWER, V, scale=0.5)
+    exact = exact_dpo_e(policy, oracle, chosen, rejected, answer_mask, V, beta=1.0)
+    repeats = 1500
+    generator = torch.Generator().manual_seed(2)
+    for name, sampling in estimator_family(4, "l").items():
+        rows_w, rows_l = chosen.repeat(repeats, 1), rejected.repeat(repeats, 1)
+        with torch.no_grad():
+            out = dpo_e_loss(policy, oracle, rows_w, rows_l, answer_mask, V, sampling, 1.0, generator)
+        per_pair_loss = torch.nn.functional.softplus(-out.score)
+        stderr = out.score.std() / math.sqrt(repeats)
+        assert abs(out.score.mean() - exact.score) < 4 * stderr, name
+        assert per_pair_loss.mean() > exact.loss, name
+
+
+# --- the reference is frozen -------------------------------------------------------------------------------
+
+def test_reference_receives_no_gradient(pairs):
+    policy, reference = tiny_policy(0), tiny_policy(1)  # the reference is NOT frozen here: only the loss may protect it
+    assert all(p.requires_grad for p in reference.parameters())
+    for sampling in estimator_family(4).values():
+        dpo_e_loss(policy, reference, *pairs, policy.mask_id, sampling).loss.backward()
+        assert all(p.grad is None for p in reference.parameters()), sampling.describe()
+        assert sum(p.grad.abs().sum() for p in policy.parameters()) > 0
+        policy.zero_grad()
+    exact_dpo_e(policy, reference, *pairs, policy.mask_id).loss.backward()
+    assert all(p.grad is None for p in reference.parameters())
+
+
+def test_exact_gradient_matches_finite_differences(pairs):
+    chain = MarkovChain(vocab_size=V, seed=1)
+    oracle = chain.oracle_denoiser()
+    policy = LogitOffsetPolicy(oracle, PROMPT + ANSWER, V, scale=0.3)
+    loss = lambda: exact_dpo_e(policy, oracle, *pairs, V, beta=1.0).loss  # noqa: E731
+    gradient = flat_gradient(loss(), [policy.offset])
+    direction = torch.randn(policy.offset.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    step = 1e-3
+    with torch.no_grad():
+        policy.offset += step * direction
+        up = loss().item()
+        policy.offset -= 2 * step * direction
+        down = loss().item()
+        policy.offset += step * direction
+    assert abs(gradient @ direction.flatten()) > 1e-3
+    assert abs((up - down) / (2 * step) - (gradient @ direction.flatten()).item()) < 1e-4
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+def test_a_budget_that_does_not_divide_is_refused():
+    with pytest.raises(ValueError, match=r"num_timesteps=3 .*budget=8.*\(1, 2, 4, 8\)"):
+        ELBOSampling.with_budget(8, 3)
+    with pytest.raises(ValueError, match="num_timesteps=0"):
+        ELBOSampling.with_budget(8, 0)
+    with pytest.raises(ValueError, match="budget=0"):
+        ELBOSampling.with_budget(0, 1)
+    with pytest.raises(ValueError, match=r"estimator='x'.*\('t', 'l'\)"):
+        ELBOSampling(estimator="x")
+    with pytest.raises(ValueError, match="masks_per_timestep=0"):
+        ELBOSampling(4, 0)
+    sampling = ELBOSampling.with_budget(8, 2)
+    assert (sampling.num_timesteps, sampling.masks_per_timestep, sampling.budget) == (2, 4, 8)
+
+
+def test_mismatched_pairs_are_refused(pairs):
+    chosen, rejected, answer_mask = pairs
+    with pytest.raises(ValueError, match="chosen and rejected"):
+        dpo_e_loss(tiny_policy(), tiny_policy(), chosen, rejected[:, 1:], answer_mask, V, ELBOSampling())
+
+
+# --- data and training -------------------------------------------------------------------------------------
+
+def test_preference_data_from_model_samples():
+    tokenizer = TaskTokenizer()
+    model = tiny_policy(vocab_size=tokenizer.vocab_size).eval()
+    examples = make_examples(40, tasks=("add",), seed=0)
+    training, held_out = split_held_out(examples, 8)
+    assert not {e.prompt for e in training} & {e.prompt for e in held_out}
+    longer_is_better = lambda example, text: float(len(text))  # noqa: E731  (a graded programmatic reward)
+    data = build_preference_data(model, tokenizer, training, samples_per_prompt=4, gen_length=4,
+                                 reward_fn=longer_is_better, seed=0)
+    assert 0 < len(data) <= len(training)
+    assert all(len(w) > len(l) for w, l in zip(data.chosen_texts, data.rejected_texts))
+    prompt = ~data.answer_mask
+    assert torch.equal(data.chosen[prompt], data.rejected[prompt])  # a pair shares its prompt
+    assert (data.answer_mask.sum(1) == 4).all()
+    with pytest.raises(ValueError, match="num_held_out=40"):
+        split_held_out(examples, 40)
+
+
+def test_training_moves_the_policy_and_leaves_the_reference(pairs):
+    chosen, rejected, answer_mask = pairs
+    from minimdm.vrpo import PreferenceData
+
+    data = PreferenceData(chosen, rejected, answer_mask.expand_as(chosen))
+    policy = tiny_policy()
+    reference = frozen_copy(policy)
+    before = [p.clone() for p in reference.parameters()]
+    result = train_dpo_e(policy, reference, data, TrainConfig(steps=3, lr=1e-3, warmup_steps=1, log_every=1,
+                                                              progress=False, device="cpu"),
+                         sampling=estimator_family(4)["vrpo"], beta=0.5, batch_size=2)
+    assert result.history[0]["loss"] == pytest.approx(math.log(2), abs=1e-12)  # step 0: policy = reference
+    assert result.history[-1]["loss"] < math.log(2)
+    assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
