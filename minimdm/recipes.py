@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from minimdm.data import TokenStream, get_tokenizer, load_corpus
-from minimdm.mdm.elbo import Estimate, elbo_draws
+from minimdm.mdm.elbo import Estimate
+from minimdm.mdm.likelihood import corpus_nelbo
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.presets import preset_name
@@ -79,21 +80,14 @@ def train_text_mdm(recipe: TextRecipe, device="cpu", checkpoint_dir=None, progre
     return model.eval(), tokenizer, stream, result
 
 
-@torch.no_grad()
 def validation_nelbo(model, stream: TokenStream, num_windows: int, draws: int, batch_size: int = 64,
                      seed: int = 0) -> Estimate:
-    """NELBO in nats per token on held-out windows: the l-estimator, ``draws`` per window, with a standard error.
-
-    Each window's mean over its draws is one observation; the SE is over windows (draws of one window share x0).
-    """
+    """NELBO in nats per token on held-out windows: the l-estimator, ``draws`` per window, with a standard error."""
     device = next(model.parameters()).device
     windows = stream.windows("val", num_windows).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    per_window = []
-    for chunk in windows.split(batch_size):
-        draws_nats = elbo_draws(model, chunk, model.mask_id, "l", draws, generator=generator)  # (draws, b)
-        per_window.append(draws_nats.mean(0) / chunk.shape[1])
-    return Estimate.from_draws(torch.cat(per_window))
+    return corpus_nelbo(model, windows, model.mask_id, estimator="l", num_draws=draws, batch_size=batch_size,
+                        generator=generator)
 
 
 def nats_to_bits(nats: float) -> float:

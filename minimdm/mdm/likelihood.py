@@ -104,14 +104,15 @@ def corpus_nelbo(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: 
                  batch_size: int = 64, generator: torch.Generator | None = None) -> Estimate:
     """Negative ELBO of a corpus in nats per token (an upper bound on its NLL, comparable with an ARM's).
 
-    ``sequences`` (N, L): each row gets ``num_draws`` independent unstratified draws; the standard error is over
-    all (row, draw) values, so it covers both the masking noise and the spread of the rows.
+    ``sequences`` (N, L): each row gets ``num_draws`` independent unstratified draws. A row's mean over its draws
+    is one observation and the standard error is over rows: draws of one row share that row, so treating all
+    (row, draw) values as independent would understate the error.
     """
     if sequences.dim() != 2:
         raise ValueError(f"sequences must have shape (num_sequences, length), got {tuple(sequences.shape)}")
-    per_token = []
+    per_row = []
     for start in range(0, sequences.shape[0], batch_size):
         batch = sequences[start:start + batch_size]
         draws = elbo_draws(denoiser, batch, mask_id, estimator, num_draws, generator=generator)  # (R, b) nats/seq
-        per_token.append(draws.flatten() / batch.shape[1])
-    return Estimate.from_draws(torch.cat(per_token))
+        per_row.append(draws.mean(0) / batch.shape[1])
+    return Estimate.from_draws(torch.cat(per_row))
