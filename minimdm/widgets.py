@@ -70,7 +70,9 @@ def plot_unmasking(result, token_text=str, row: int = 0, steps=None, width: int 
     mask_id = result.mask_id
     generated = range(result.prompt_length, canvas.shape[0])
     lines = (len(generated) + width - 1) // width
-    fig, axes = plt.subplots(len(steps), 1, figsize=(width * 0.16, 0.34 * lines * len(steps) + 0.5), squeeze=False)
+    cell_inches = 0.16
+    fig, axes = plt.subplots(len(steps), 1, squeeze=False,
+                             figsize=(width * cell_inches, len(steps) * (lines * cell_inches + 0.3) + 0.3))
     for ax, step in zip(axes[:, 0], steps):
         frame, previous = result.frames[step][row], result.frames[max(step - 1, 0)][row]
         confidence = result.confidences[step][row]
@@ -89,6 +91,7 @@ def plot_unmasking(result, token_text=str, row: int = 0, steps=None, width: int 
                 ax.text(x + 0.46, y + 0.42, text, ha="center", va="center", fontsize=7, family="monospace")
         ax.set_xlim(0, width)
         ax.set_ylim(-lines + 1, 1)
+        ax.set_aspect("equal")  # square cells, one character each
         ax.axis("off")
         ax.set_title(f"step {step}", fontsize=8, loc="left")
     if title:
