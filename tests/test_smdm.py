@@ -71,15 +71,16 @@ def test_facts_are_reproducible_and_fit_the_task_alphabet():
 
 
 def test_skewed_lookup_distractors_follow_the_prior():
-    lookup = make_skewed_lookup(num_keys=300, num_answers=8, zipf_exponent=1.5, seed=0)
-    items = lookup.items(num_choices=3, seed=0)
-    assert all(item.choices[item.answer_index] == lookup.table[item.key] for item in items)
+    lookup = make_skewed_lookup(num_answers=8, zipf_exponent=1.5, noise=0.7, seed=0)
+    items = lookup.items(num_items=400, num_choices=3, seed=0)
+    assert all(item.choices[item.answer_index] == lookup.answer_for(item.key) for item in items)
     assert all(len(set(item.choices)) == 3 for item in items)
-    most_frequent = lookup.answers[0]
-    offered_wrong = sum(most_frequent in item.choices and item.choices[item.answer_index] != most_frequent for item in items)
-    least_frequent = lookup.answers[-1]
-    offered_rare = sum(least_frequent in item.choices and item.choices[item.answer_index] != least_frequent for item in items)
-    assert offered_wrong > 3 * offered_rare
+    def offered_as_distractor(answer):
+        return sum(answer in item.choices and item.choices[item.answer_index] != answer for item in items)
+    assert offered_as_distractor(lookup.answers[0]) > 3 * offered_as_distractor(lookup.answers[-1])
+    lines = lookup.training_lines(2000)
+    follows_rule = sum(line[4:8] == lookup.answer_for(line[:3]) for line in lines) / len(lines)
+    assert 0.3 < follows_rule < 0.45  # 1 - noise, plus noise that happens to hit the rule answer
 
 
 def test_greedy_infill_fills_every_mask_and_keeps_the_rest():
@@ -110,9 +111,11 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match=r"num_both_ways=10 must lie in \[0, num_facts\)"):
         make_facts(num_facts=10, num_both_ways=10)
     with pytest.raises(ValueError, match="zipf_exponent=-1"):
-        make_skewed_lookup(10, zipf_exponent=-1)
+        make_skewed_lookup(zipf_exponent=-1)
+    with pytest.raises(ValueError, match=r"noise=1.0 must lie in \[0, 1\)"):
+        make_skewed_lookup(noise=1.0)
     with pytest.raises(ValueError, match=r"num_choices=9 must lie in \[2, 4\]"):
-        make_skewed_lookup(10, num_answers=4).items(num_choices=9)
+        make_skewed_lookup(num_answers=4).items(10, num_choices=9)
     with pytest.raises(ValueError, match="delta=-0.1"):
         drifted_chain(MarkovChain(4), -0.1)
     with pytest.raises(ValueError, match="same length"):

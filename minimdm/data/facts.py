@@ -6,10 +6,11 @@ a subset S is trained in both directions ("A is B." and "B is A."), so the model
 read backwards; the test set T is trained forward only, and **no T fact ever appears reversed in training**.
 Then: forward "A is" -> B on T; reverse infill "[M...] is B." -> A; reverse query "B is" -> A.
 
-**Guidance.** A lookup table "key=answer." whose answers follow a Zipf law over a small pool, so some answers are
-a priori frequent. Multiple-choice items offer the correct answer with distractors drawn by that same frequency:
-a model that leans on the prior picks the frequent distractor, which is what classifier-free guidance corrects
-(it scores with p(a|c)^(1+w) / p(a)^w, a pointwise-mutual-information calibration).
+**Guidance.** A noisy lookup "key=answer.": the answer follows a rule of the key, except that often it is noise
+drawn from a Zipf law over a small pool, so some answers are a priori frequent. Multiple-choice items offer the
+rule answer with distractors drawn by that same frequency: a model that leans on the prior picks the frequent
+distractor, which is what classifier-free guidance corrects (it scores with p(a|c)^(1+w) / p(a)^w, a
+pointwise-mutual-information calibration).
 
 All randomness is ``random.Random(seed)``; every line of one kind has the same length, so a batch needs no padding.
 """
@@ -78,7 +79,7 @@ def make_facts(num_facts: int, num_both_ways: int, words: int = 2, seed: int = 0
     return FactSplit(both_ways=facts[:num_both_ways], forward_only=facts[num_both_ways:])
 
 
-# --- a lookup table with a priori frequent answers (for guidance) ---------------------------------------------
+# --- a noisy lookup with a priori frequent answers (for guidance) ---------------------------------------------
 
 @dataclass
 class LookupItem:
@@ -93,21 +94,44 @@ class LookupItem:
 
 @dataclass
 class SkewedLookup:
-    table: dict[str, str]  # key -> answer
-    answers: list[str]  # the answer pool, most frequent first
-    weights: list[float]  # Zipf weights of the pool (sum 1)
+    """Lines "key=answer.": with probability 1 - noise the answer is the key's rule answer (set by the key's last
+    letter), otherwise it is drawn from a Zipf prior over the answer pool. So
 
-    def training_lines(self) -> list[str]:
-        return [f"{key}={answer}." for key, answer in self.table.items()]
+        p(a | key) = (1 - noise) 1[a = rule(key)] + noise * prior(a),
 
-    def items(self, num_choices: int = 4, seed: int = 0) -> list[LookupItem]:
-        """One multiple-choice item per key: the true answer and ``num_choices - 1`` distinct distractors drawn
-        with the answers' prior frequency, so frequent answers are the usual distractors."""
+    and with enough noise a frequent answer can beat a rare rule answer *conditionally*: the likelihood picks it,
+    while guidance, p(a|c)^(1+w) / p(a)^w, divides the prior back out.
+    """
+
+    rule: dict[str, str]  # last letter of the key (next to "=") -> its answer
+    answers: list[str]  # the answer pool, most frequent (under the prior) first
+    weights: list[float]  # Zipf prior of the pool (sums to 1)
+    noise: float
+    seed: int
+
+    def answer_for(self, key: str) -> str:
+        return self.rule[key[-1]]
+
+    def training_lines(self, num_lines: int) -> list[str]:
+        rng = random.Random(self.seed + 1)
+        lines = []
+        for _ in range(num_lines):
+            key = "".join(rng.choice(KEY_LETTERS) for _ in range(3))
+            noisy = rng.random() < self.noise
+            answer = rng.choices(self.answers, self.weights)[0] if noisy else self.answer_for(key)
+            lines.append(f"{key}={answer}.")
+        return lines
+
+    def items(self, num_items: int, num_choices: int = 4, seed: int = 0) -> list[LookupItem]:
+        """Multiple-choice items: the rule answer and ``num_choices - 1`` distinct distractors drawn with the
+        prior, so the frequent answers are the usual distractors."""
         if not 2 <= num_choices <= len(self.answers):
             raise ValueError(f"num_choices={num_choices} must lie in [2, {len(self.answers)}] (the answer pool)")
         rng = random.Random(seed)
         items = []
-        for key, answer in self.table.items():
+        for _ in range(num_items):
+            key = "".join(rng.choice(KEY_LETTERS) for _ in range(3))
+            answer = self.answer_for(key)
             distractors: list[str] = []
             while len(distractors) < num_choices - 1:
                 candidate = rng.choices(self.answers, self.weights)[0]
@@ -119,24 +143,23 @@ class SkewedLookup:
         return items
 
 
-def make_skewed_lookup(num_keys: int, num_answers: int = 12, zipf_exponent: float = 1.2,
+KEY_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def make_skewed_lookup(num_answers: int = 10, zipf_exponent: float = 1.5, noise: float = 0.7,
                        seed: int = 0) -> SkewedLookup:
-    """Keys (3 letters) mapped to answers (4 letters) drawn from a Zipf law: weight of rank r ∝ r^(-s)."""
-    if num_keys < 1:
-        raise ValueError(f"num_keys={num_keys} must be a positive integer")
-    if num_answers < 2:
-        raise ValueError(f"num_answers={num_answers} must be >= 2")
+    """A noisy lookup: the 26 last letters of the keys share ``num_answers`` rule answers evenly; noise answers follow
+    Zipf(s): prior of rank r ∝ r^(-s)."""
+    if num_answers < 2 or num_answers > len(KEY_LETTERS):
+        raise ValueError(f"num_answers={num_answers} must lie in [2, {len(KEY_LETTERS)}]")
     if zipf_exponent < 0:
-        raise ValueError(f"zipf_exponent={zipf_exponent} must be >= 0 (0 = uniform answers)")
+        raise ValueError(f"zipf_exponent={zipf_exponent} must be >= 0 (0 = uniform prior)")
+    if not 0 <= noise < 1:
+        raise ValueError(f"noise={noise} must lie in [0, 1)")
     rng = random.Random(seed)
-    key_letters = "abcdefghijklmnopqrstuvwxyz"
-    if num_keys > 26**3 // 2:
-        raise ValueError(f"num_keys={num_keys} is too many (allowed: at most {26**3 // 2})")
-    keys: set[str] = set()
-    while len(keys) < num_keys:
-        keys.add("".join(rng.choice(key_letters) for _ in range(3)))
     answers = _unique_words(rng, DESCRIPTION_CONSONANTS + NAME_CONSONANTS, num_answers, 1)
     raw = [rank ** (-zipf_exponent) for rank in range(1, num_answers + 1)]
     weights = [w / sum(raw) for w in raw]
-    table = {key: rng.choices(answers, weights)[0] for key in sorted(keys)}
-    return SkewedLookup(table, answers, weights)
+    letters = sorted(KEY_LETTERS, key=lambda _: rng.random())
+    rule = {letter: answers[i % num_answers] for i, letter in enumerate(letters)}
+    return SkewedLookup(rule, answers, weights, noise, seed)
