@@ -10,11 +10,12 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 
 
 def non_embedding_params(model) -> int:
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper prefixes every name
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embed"))
 
 
 def training_flops_per_token(model, seq_len: int) -> float:
-    cfg = model.config
+    cfg = getattr(model, "_orig_mod", model).config
     return 6 * non_embedding_params(model) + 12 * cfg.n_layers * seq_len * cfg.d_model
 
 

@@ -180,6 +180,12 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
         if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
             break
     bar.close()
+    if window_tokens:  # stopped early by max_seconds: log the partial window too
+        elapsed = time.perf_counter() - window_start
+        result.history.append({"step": done, "loss": float(step_loss), "lr": lr,
+                               "tokens_per_s": window_tokens / max(elapsed, 1e-9), "mfu": None})
+        result.seconds += elapsed
+        result.tokens += window_tokens
     result.step = done if cfg.steps > start_step else start_step
     if eval_fn is not None:
         result.evals.append({"step": result.step, **_evaluate(model, eval_fn)})

@@ -106,8 +106,8 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
              schedule: Schedule | None = None, cfg_scale: float = 0.0, batch_size: int = 1,
              eos_id: int | None = None, eot_id: int | None = None, logits_eos_inf: bool = False,
              confidence_eos_eot_inf: bool = False, vocab_size: int | None = None, generator=None,
-             record_history: bool = True) -> SampleResult:
-    """Generate gen_length tokens after ``prompt`` (B, P) (or unconditionally, batch_size rows).
+             record_history: bool = True, device=None) -> SampleResult:
+    """Generate gen_length tokens after ``prompt`` (B, P) (or unconditionally: batch_size rows on ``device``).
 
     Follows LLaDA's ``generate`` step by step (mdm_core.md §2.4); the differences are ours and deliberate:
     ``confidence_eos_eot_inf`` does what LLaDA intended (EOS and EoT proposals are committed last; the
@@ -117,7 +117,11 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size)
     if (logits_eos_inf or confidence_eos_eot_inf) and eos_id is None:
         raise ValueError("logits_eos_inf / confidence_eos_eot_inf need eos_id")
-    device = prompt.device if prompt is not None else torch.device("cpu")
+    if prompt is not None:
+        device = prompt.device
+    elif device is None:  # unconditional: the denoiser's device if it has parameters, else the CPU
+        first = next(denoiser.parameters(), None) if hasattr(denoiser, "parameters") else None
+        device = first.device if first is not None else torch.device("cpu")
     if prompt is None:
         prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
     if prompt.dim() != 2:
