@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minimdm.energy import (BetaCDFSchedule, BetaWeight, MaskedStates, beta_grid_search, best_on_grid,
-                            bernoulli_generate, energies, exact_denoiser, exact_output_law, minimise_one_token_energy,
+                            bernoulli_generate, energies, exact_output_law, minimise_one_token_energy,
                             one_token_energy, optimal_alpha, paper_toy_target, total_variation, unmask_probabilities)
 from minimdm.mdm.sampler import generate
 from minimdm.mdm.schedules import LinearSchedule
@@ -106,9 +106,9 @@ def test_exact_law_matches_a_brute_force_sampler(target, a, b, steps, sampler):
     kwargs = dict(gen_length=5, steps=steps, mask_id=2, schedule=schedule, temperature=1.0, batch_size=num_samples,
                   generator=generator, record_history=False)
     if sampler == "bernoulli":
-        samples = bernoulli_generate(exact_denoiser(joint), **kwargs).tokens
+        samples = bernoulli_generate(joint.oracle_denoiser(), **kwargs).tokens
     else:  # the course's LLaDA sampler with random remasking = fixed counts per step
-        samples = generate(exact_denoiser(joint), remasking="random", **kwargs).tokens
+        samples = generate(joint.oracle_denoiser(), remasking="random", **kwargs).tokens
     empirical = _empirical_law(samples, joint)
     tolerance = 4.5 * (exact * (1 - exact) / num_samples).sqrt() + 2e-3  # per sequence, ~4.5 standard errors
     assert bool(((empirical - exact).abs() <= tolerance).all())
@@ -127,7 +127,7 @@ def test_unmask_probabilities():
 
 def test_bernoulli_sampler_reveals_the_schedule_fraction_on_average():
     schedule, steps = BetaCDFSchedule(0.9, 0.3), 4
-    denoiser = exact_denoiser(paper_toy_target("B"))
+    denoiser = paper_toy_target("B").oracle_denoiser()
     result = bernoulli_generate(denoiser, gen_length=5, steps=steps, mask_id=2, schedule=schedule, batch_size=4000,
                                 generator=torch.Generator().manual_seed(1))
     revealed = torch.stack([(frame != 2).double().mean() for frame in result.frames])  # (N+1,)

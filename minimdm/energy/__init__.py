@@ -25,7 +25,7 @@ from minimdm.energy.schedules import (BetaCDFSchedule, BetaWeight, check_beta_pa
                                       weight_of_alpha)
 from minimdm.energy.sampling import (SAMPLERS, bernoulli_generate, complete_prompts, completion_excess_nll, time_grid,
                                      unmask_probabilities)
-from minimdm.energy.toy import (MaskedStates, exact_denoiser, exact_output_law, paper_toy_target, total_variation)
+from minimdm.energy.toy import (MaskedStates, exact_output_law, paper_toy_target, total_variation)
 from minimdm.energy.energies import (TimeNodes, alpha_in_paper_time, conditional_kinetic_energy_density, energies,
                                      geodesic_energy_density, kinetic_energy_density, minimise_one_token_energy,
                                      one_token_energy, one_token_energy_density, time_quadrature)

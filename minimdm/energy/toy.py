@@ -12,19 +12,6 @@ from minimdm.mdm.schedules import Schedule
 from minimdm.toys import EnumerableJoint
 
 
-def exact_denoiser(joint: EnumerableJoint):
-    """The joint's oracle denoiser, made total. Tokens revealed in the same step ignore each other, so a sampler can
-    reach an *impossible* state (e.g. 'a?b??' under target A), where no conditional exists and the oracle returns
-    NaN. We fill those with uniform logits. An impossible state only ever completes to sequences of probability 0,
-    so the TV to the target does not depend on this choice; it just keeps the sampler's law summing to 1."""
-    oracle = joint.oracle_denoiser(joint.vocab_size)
-
-    def denoiser(x: torch.Tensor) -> torch.Tensor:
-        return torch.nan_to_num(oracle(x), nan=0.0)  # (B, L, d)
-
-    return denoiser
-
-
 class MaskedStates:
     """Every partially masked sequence z in {0..d-1, M}^n of a toy joint (M = d), and the one-token moves between them.
 
@@ -39,7 +26,7 @@ class MaskedStates:
         self.is_masked = self.states == d  # (S, n)
         self.num_masked = self.is_masked.sum(1)  # m(z), (S,)
         place = (d + 1) ** torch.arange(n - 1, -1, -1)  # state index = sum_i z_i (d+1)^(n-1-i)
-        self.conditional = exact_denoiser(joint)(self.states).softmax(-1)  # (S, n, d)
+        self.conditional = joint.oracle_denoiser()(self.states).softmax(-1)  # (S, n, d)
         # consistent[s, k]: clean sequence k agrees with state s wherever s is visible (the kernel's support)
         sequences = joint.sequences  # (N, n)
         self.consistent = ((self.states[:, None] == sequences[None]) | self.is_masked[:, None]).all(-1)  # (S, N)
@@ -65,13 +52,9 @@ def paper_toy_target(name: str) -> EnumerableJoint:
     'B': uniform on the sequences with two or three a's."""
     if name not in ("A", "B"):
         raise ValueError(f"name={name!r}: allowed values are 'A' and 'B'")
-    joint = EnumerableJoint(vocab_size=2, length=5)
-    # EnumerableJoint draws its law from a Dirichlet and has no constructor from given probabilities,
-    # so the toy overwrites .probs (float64, rows of joint.sequences).
-    num_a = (joint.sequences == 0).sum(1)
+    num_a = (EnumerableJoint(vocab_size=2, length=5).sequences == 0).sum(1)  # a = 0, b = 1
     support = (num_a == 5) | (num_a == 0) if name == "A" else (num_a == 2) | (num_a == 3)
-    joint.probs = support.double() / support.sum()
-    return joint
+    return EnumerableJoint(vocab_size=2, length=5, probs=support.double() / support.sum())
 
 
 def exact_output_law(joint: EnumerableJoint, schedule: Schedule, steps: int, sampler: str = "bernoulli",

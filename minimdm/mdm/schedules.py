@@ -62,6 +62,10 @@ class CosineSchedule(Schedule):
     def alpha_prime(self, t):
         return -0.5 * math.pi * torch.sin(0.5 * math.pi * torch.as_tensor(t))
 
+    def mask_prob(self, t):
+        # 1 - cos(x) = 2 sin^2(x/2): the left side rounds to exactly 0 for tiny t, the right side does not
+        return 2 * torch.sin(0.25 * math.pi * torch.as_tensor(t)) ** 2
+
 
 SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
 

@@ -13,12 +13,21 @@ from minimdm.toys.dirichlet import seeded_dirichlet
 
 
 class EnumerableJoint:
-    def __init__(self, vocab_size: int = 3, length: int = 3, concentration: float = 1.0, seed: int = 0):
+    def __init__(self, vocab_size: int = 3, length: int = 3, concentration: float = 1.0, seed: int = 0,
+                 probs: torch.Tensor | None = None):
+        """p_data is a Dirichlet(concentration) draw from ``seed``, or the given ``probs`` over the V^L sequences
+        in lexicographic order (the rows of ``self.sequences``)."""
         if vocab_size**length > 65536:
             raise ValueError(f"vocab_size**length = {vocab_size**length} is too many sequences to enumerate (max 65536)")
         self.vocab_size, self.length = vocab_size, length
         self.sequences = torch.tensor(list(itertools.product(range(vocab_size), repeat=length)))  # (N, L)
-        self.probs = seeded_dirichlet((len(self.sequences),), concentration, seed)  # (N,) p_data, float64
+        if probs is None:
+            self.probs = seeded_dirichlet((len(self.sequences),), concentration, seed)  # (N,) p_data, float64
+        else:
+            probs = torch.as_tensor(probs, dtype=torch.float64)
+            if probs.shape != (len(self.sequences),) or bool((probs < 0).any()) or abs(float(probs.sum()) - 1) > 1e-9:
+                raise ValueError(f"probs must be {len(self.sequences)} non-negative numbers summing to 1")
+            self.probs = probs
 
     def index(self, x: torch.Tensor) -> torch.Tensor:
         """Row of each sequence in the table: x (B, L) -> (B,)."""
@@ -35,13 +44,19 @@ class EnumerableJoint:
         mask_id = self.vocab_size if mask_id is None else mask_id
 
         def denoiser(xt: torch.Tensor) -> torch.Tensor:
-            """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V)."""
+            """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V).
+
+            A state no sequence of positive probability agrees with (a sampler that reveals several tokens at once
+            can reach one) has no conditional; it gets uniform logits, which keeps every output a distribution.
+            """
             seqs = self.sequences.to(xt.device)
             visible = xt != mask_id
             consistent = ((seqs[None] == xt[:, None]) | ~visible[:, None]).all(-1)  # (B, N)
             weight = self.probs.to(xt.device)[None] * consistent  # (B, N) joint mass of consistent sequences
             one_hot = torch.nn.functional.one_hot(seqs, self.vocab_size).double()  # (N, L, V)
             marginal = torch.einsum("bn,nlv->blv", weight, one_hot)
+            impossible = weight.sum(1) == 0
+            marginal[impossible] = 1.0
             return (marginal / marginal.sum(-1, keepdim=True)).log()
 
         return denoiser
