@@ -27,11 +27,12 @@ def masked_cross_entropy(logits: torch.Tensor, x0: torch.Tensor, is_masked: torc
     return ce * is_masked
 
 
-def mdm_pretrain_loss(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
-                      maskable: torch.Tensor | None = None) -> torch.Tensor:
-    """LLaDA's pretraining loss for a batch x0 (B, L) of clean token ids.
+def weighted_masked_nll(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
+                        maskable: torch.Tensor | None = None) -> torch.Tensor:
+    """One draw of the integrand: CE_i / p_b at masked positions, 0 elsewhere, (B, L).
 
-    stratified=True spreads the B draws of t evenly over (0,1) (each is still U(0,1): unbiased, lower variance).
+    t ~ U(0,1) per sequence (stratified=True spreads the B draws evenly over (0,1); each is still U(0,1)),
+    clipped to p = (1 - eps) t + eps, and each maskable token masked with probability p.
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps={eps} must lie in [0, 1)")
@@ -39,5 +40,11 @@ def mdm_pretrain_loss(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, 
     t = stratified_uniform(batch, x0.device) if stratified else torch.rand(batch, device=x0.device)
     p = (1 - eps) * t + eps  # p_b = (1 - eps) t_b + eps
     xt, is_masked = mask_tokens_t(x0, p, mask_id, maskable)
-    ce = masked_cross_entropy(logits_of(model, xt), x0, is_masked)  # (B, L)
-    return (ce / p[:, None]).sum() / x0.numel()  # sum_b sum_{i masked} CE_i / p_b  /  (B L)
+    return masked_cross_entropy(logits_of(model, xt), x0, is_masked) / p[:, None]
+
+
+def mdm_pretrain_loss(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
+                      maskable: torch.Tensor | None = None) -> torch.Tensor:
+    """LLaDA's pretraining loss for a batch x0 (B, L) of clean token ids:
+    sum_b sum_{i masked} CE_i / p_b, normalised by all B L positions."""
+    return weighted_masked_nll(model, x0, mask_id, eps, stratified, maskable).sum() / x0.numel()

@@ -23,9 +23,7 @@ from typing import Callable
 
 import torch
 
-from minimdm.mdm.denoiser import logits_of
-from minimdm.mdm.forward import mask_tokens_t, stratified_uniform
-from minimdm.mdm.loss import masked_cross_entropy
+from minimdm.mdm.loss import weighted_masked_nll
 
 ROLES = ("system", "user", "assistant")
 
@@ -136,18 +134,13 @@ def sft_loss(model, tokens: torch.Tensor, prompt_mask: torch.Tensor, mask_id: in
     One t per sample (stratified across the batch when asked; each t_b is still U(0,1)). Only response
     positions are masked, so only they are scored; each row is normalised by its response length A_b.
     """
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps={eps} must lie in [0, 1)")
     if prompt_mask.shape != tokens.shape or prompt_mask.dtype != torch.bool:
         raise ValueError(f"prompt_mask must be a bool tensor of shape {tuple(tokens.shape)}")
     response = ~prompt_mask
     response_length = response.sum(1)  # A_b, EOS padding included
     if bool((response_length == 0).any()):
         raise ValueError("some row has no response position: there is nothing to train on")
-    batch = tokens.shape[0]
-    t = stratified_uniform(batch, tokens.device) if stratified else torch.rand(batch, device=tokens.device)
-    p = (1 - eps) * t + eps  # p_b = (1 - eps) t_b + eps
-    xt, is_masked = mask_tokens_t(tokens, p, mask_id, maskable=response)  # the prompt is never masked
-    ce = masked_cross_entropy(logits_of(model, xt), tokens, is_masked)  # (B, L), 0 off the masked response
-    per_row = (ce / p[:, None]).sum(1) / response_length  # 1/A_b sum_{masked} CE_i / p_b
+    # the pretraining integrand with the prompt never masked: CE_i / p_b on masked response positions
+    weighted = weighted_masked_nll(model, tokens, mask_id, eps, stratified, maskable=response)
+    per_row = weighted.sum(1) / response_length  # 1/A_b sum_{masked} CE_i / p_b
     return per_row.mean()
