@@ -56,7 +56,8 @@ def cmd_train(args) -> None:
           f"{nats_to_bits(nelbo.mean):.3f} ± {nats_to_bits(nelbo.stderr):.3f} bits/{unit} "
           f"(l-estimator, {recipe.eval_windows} windows x {recipe.eval_draws} draws)")
     gen_length = min(64, recipe.seq_len // 2)
-    print_samples(model, tokenizer, stream, args.samples, gen_length, gen_length, "low_confidence", 0.8,
+    # random remasking: a small base model's most confident guess is a space, so low-confidence floods (notebook 01)
+    print_samples(model, tokenizer, stream, args.samples, gen_length, gen_length, "random", 0.8,
                   prompt_length=min(16, recipe.seq_len - gen_length))
 
 
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gen-length", type=int, default=64)
     sample.add_argument("--steps", type=int, default=None, help="default: gen_length (one token per step)")
     sample.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block size (default: gen_length)")
-    sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
+    sample.add_argument("--remasking", choices=REMASKING, default="random",
+                        help="random (default; faithful to the model) or low_confidence (LLaDA's; floods small models)")
     sample.add_argument("--temperature", type=float, default=0.8)
     sample.add_argument("--cfg-scale", type=float, default=0.0)
     sample.add_argument("--num", type=int, default=3)
