@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from minimdm.chat import answer_prompts
 from minimdm.mdm.denoiser import logits_of
-from minimdm.mdm.elbo import Estimate
+from minimdm.mdm.elbo import Estimate, all_subsets
 from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
 from minimdm.mdm.loss import masked_cross_entropy
 from minimdm.mdm.sft import ChatTemplate, make_sft_batch
@@ -180,16 +180,13 @@ def all_answer_masks(tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: i
 
         B(y|x) = - sum_{k=1}^{n_y} f(k)/k = sum_{S != {}} 1/(|S| C(n_y, |S|)) sum_{i in S} log pi(y^i | y with S masked, x)
 
-    (The core's ``subset_nll_table`` enumerates the same subsets but under no_grad; we need the gradient.)
+    (The same subsets as the core's ``subset_nll_table``, which runs under no_grad; here we need the gradient.)
     """
-    positions = answer_mask.nonzero().flatten()
-    n = positions.numel()
-    if n == 0 or n > 16:
+    n = int(answer_mask.sum())
+    if not 1 <= n <= 16:
         raise ValueError(f"exact enumeration needs 1 to 16 answer positions, got {n}")
-    bits = (torch.arange(1, 2**n, device=tokens.device)[:, None] >> torch.arange(n, device=tokens.device)) & 1
-    is_masked = torch.zeros(2**n - 1, tokens.shape[0], dtype=torch.bool, device=tokens.device)
-    is_masked[:, positions] = bits.bool()  # (2^n - 1, L): subset s masks the j-th answer position if bit j of s
-    sizes = bits.sum(1)
+    is_masked = all_subsets(tokens.shape[0], answer_mask, tokens.device)[1:]  # (2^n - 1, L): drop the empty set
+    sizes = is_masked.sum(1)
     binomial = torch.tensor([math.comb(n, int(k)) for k in sizes], dtype=torch.float64, device=tokens.device)
     coefficients = 1.0 / (sizes.double() * binomial)
     inputs = tokens.expand_as(is_masked).masked_fill(is_masked, mask_id)

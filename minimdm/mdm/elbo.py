@@ -57,26 +57,33 @@ def _maskable_positions(length: int, maskable: torch.Tensor | None) -> list[int]
     return positions
 
 
+def all_subsets(length: int, maskable: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """Every subset S of the maskable positions as a (2^n, length) bool tensor: row s masks the j-th maskable
+    position when bit j of s is set (row 0 is the empty set)."""
+    positions = _maskable_positions(length, maskable)
+    n = len(positions)
+    if n > 16:
+        raise ValueError(f"exact enumeration needs at most 16 maskable positions, got {n}")
+    bits = (torch.arange(2**n, device=device)[:, None] >> torch.arange(n, device=device)) & 1  # (2^n, n)
+    subsets = torch.zeros(2**n, length, dtype=torch.bool, device=device)
+    subsets[:, positions] = bits.bool()
+    return subsets
+
+
 @torch.no_grad()
 def subset_nll_table(denoiser, x0: torch.Tensor, mask_id: int, maskable: torch.Tensor | None = None,
                      chunk: int = 4096):
     """Enumerate every subset S of the maskable positions of one sequence x0 (L,).
 
-    Returns (subsets (2^n, L) bool, nll (2^n, L) float64) where row s masks subset s (bit j of s masks the
-    j-th maskable position) and nll holds -log p_theta(x_0^i | x_0 with S masked) for i in S.
+    Returns (subsets (2^n, L) bool, nll (2^n, L) float64) where row s masks subset s (see ``all_subsets``)
+    and nll holds -log p_theta(x_0^i | x_0 with S masked) for i in S.
     """
-    positions = _maskable_positions(x0.shape[0], maskable)
-    n = len(positions)
-    if n > 16:
-        raise ValueError(f"exact enumeration needs at most 16 maskable positions, got {n}")
-    bits = (torch.arange(2**n, device=x0.device)[:, None] >> torch.arange(n, device=x0.device)) & 1  # (2^n, n)
-    subsets = torch.zeros(2**n, x0.shape[0], dtype=torch.bool, device=x0.device)
-    subsets[:, positions] = bits.bool()
-    clean = x0.expand(2**n, -1)
+    subsets = all_subsets(x0.shape[0], maskable, x0.device)
+    clean = x0.expand(subsets.shape[0], -1)
     nll = torch.cat([
         masked_nll(denoiser, clean[i:i + chunk], clean[i:i + chunk].masked_fill(subsets[i:i + chunk], mask_id),
                    subsets[i:i + chunk])
-        for i in range(0, 2**n, chunk)
+        for i in range(0, subsets.shape[0], chunk)
     ])
     return subsets, nll
 
