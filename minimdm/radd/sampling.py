@@ -70,6 +70,20 @@ def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie"
     return p
 
 
+def _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history):
+    """The starting canvas, an empty result (NFE counters, history with its first frame) and the confidences."""
+    if device is None:
+        device = canvas.device if canvas is not None else device_of(denoiser)
+    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    confidence = torch.full(x.shape, float("nan"), device=device)
+    nfe_per_row = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+    result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
+    if record_history:
+        result.frames.append(x.cpu().clone())
+        result.confidences.append(confidence.cpu().clone())
+    return x, result, confidence
+
+
 @torch.no_grad()
 def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None = None, batch_size: int = 1,
                        canvas: torch.Tensor | None = None, schedule: str | Schedule | None = None,
@@ -96,20 +110,13 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
                          "this one has time_cond=True: pass cache=False, or allow_time_conditioned=True to reuse "
                          "stale-time outputs knowingly")
     schedule = resolve_schedule(schedule)
-    if device is None:
-        device = canvas.device if canvas is not None else device_of(denoiser)
-    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape
+    device, nfe_per_row = x.device, result.nfe_per_row
     reveal_p = reveal_probabilities(steps, schedule, method, final_time).tolist()
     mask_ratio = schedule.mask_prob(torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)).to(device)
     cdf = None  # (B, L, K) float64: cumulative c_theta(x)_i of each row's last network call
     fresh = torch.zeros(B, dtype=torch.bool, device=device)  # row unchanged since its last call
-    nfe_per_row = torch.zeros(B, dtype=torch.long, device=device)
-    confidence = torch.full((B, L), float("nan"), device=device)
-    result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
-    if record_history:
-        result.frames.append(x.cpu().clone())
-        result.confidences.append(confidence.cpu().clone())
     for k in range(steps):
         reveal_u = torch.rand((B, L), device=device, generator=generator)
         value_u = torch.rand((B, L), dtype=torch.float64, device=device, generator=generator)
@@ -168,17 +175,10 @@ def ordered_sample(denoiser, *, mask_id: int, length: int | None = None, batch_s
     x^{pi(j)} ~ c_theta(. | x^{pi(<j)}), in the given order. Positions already visible in ``canvas`` are skipped.
     With order='random' the law of the samples is p_mix (§0.2): the data law for exact conditionals.
     """
-    if device is None:
-        device = canvas.device if canvas is not None else device_of(denoiser)
-    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape
+    device, nfe_per_row = x.device, result.nfe_per_row
     order = _order_tensor(order, B, L, device, generator)
-    nfe_per_row = torch.zeros(B, dtype=torch.long, device=device)
-    confidence = torch.full((B, L), float("nan"), device=device)
-    result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
-    if record_history:
-        result.frames.append(x.cpu().clone())
-        result.confidences.append(confidence.cpu().clone())
     for j in range(L):
         value_u = torch.rand(B, dtype=torch.float64, device=device, generator=generator)
         position = order[:, j]  # (B,) pi(j)
