@@ -52,11 +52,12 @@ def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **k
     * ``eos_fraction``: share of the generated canvas that is EOS, against ``eos_fraction_reference`` (the share
       the correct answers would leave);
     * ``truncated``: share of answers shorter than the reference (an EOS committed too early);
+    * ``overlong``: share of answers longer than the reference (an EOS committed too late, or not at all);
     * ``early_eos``: share of EOS among the tokens committed in the first quarter of the steps (the "EOS flood");
     * ``accuracy_by_task``: exact match per ``.task``, when the examples have one.
     """
     gen_length = kwargs["gen_length"]
-    correct = eos = truncated = early_eos = early_total = 0
+    correct = eos = truncated = overlong = early_eos = early_total = 0
     task_counts: dict[str, list[int]] = {}  # task -> [correct, total]
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]
@@ -72,13 +73,14 @@ def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **k
         for text, ex in zip(answers.texts, batch):
             correct += text == ex.answer
             truncated += len(text) < len(ex.answer)
+            overlong += len(text) > len(ex.answer)
             counts = task_counts.setdefault(getattr(ex, "task", "all"), [0, 0])
             counts[0] += text == ex.answer
             counts[1] += 1
     n = len(examples)
     reference_eos = sum(gen_length - len(tokenizer.encode(ex.answer)) for ex in examples) / (n * gen_length)
     return {"accuracy": correct / n, "eos_fraction": eos / (n * gen_length), "eos_fraction_reference": reference_eos,
-            "truncated": truncated / n, "early_eos": early_eos / max(early_total, 1),
+            "truncated": truncated / n, "overlong": overlong / n, "early_eos": early_eos / max(early_total, 1),
             "accuracy_by_task": {task: c / total for task, (c, total) in sorted(task_counts.items())}}
 
 

@@ -170,6 +170,18 @@ def test_tasks_have_exact_answers(tokenizer):
     assert batch.shape == (4, 32) and int(batch.max()) < tokenizer.vocab_size
 
 
+def test_task_subset_and_word_length(tokenizer):
+    examples = make_examples(300, tasks=("copy", "reverse", "sort"), seed=4, max_word_length=5)
+    assert {ex.task for ex in examples} == {"copy", "reverse", "sort"}
+    assert {len(ex.answer) for ex in examples} == {1, 2, 3, 4, 5}  # still varying: EOS padding matters
+    for item in multiple_choice_items(30, tasks=("copy", "reverse"), seed=4, max_word_length=5):
+        assert item.task in ("copy", "reverse") and item.choices[item.answer_index] == make_answer(item.task, item.prompt)
+    text = tokenizer.decode(pretraining_batch(tokenizer, 2, 64, seed=0, tasks=("copy",), max_word_length=3).flatten())
+    assert all(line.startswith("copy: ") for line in text.split("\n")[1:-1])
+    with pytest.raises(ValueError, match="max_word_length"):
+        make_examples(3, max_word_length=0)
+
+
 def make_answer(task: str, prompt: str) -> str:
     if task == "add":
         return str(sum(int(v) for v in prompt.split("+")))
@@ -375,7 +387,10 @@ def test_exact_match_report_and_chat(tokenizer):
     assert report["eos_fraction"] == pytest.approx(report["eos_fraction_reference"])
     short = AnswerModel(tokenizer, examples[0].answer[:-1], gen_length=8)
     report = exact_match_report(short, tokenizer, examples, gen_length=8, steps=8)
-    assert report["accuracy"] == 0 and report["truncated"] == 1
+    assert report["accuracy"] == 0 and report["truncated"] == 1 and report["overlong"] == 0
+    long = AnswerModel(tokenizer, examples[0].answer + "a", gen_length=8)
+    report = exact_match_report(long, tokenizer, examples, gen_length=8, steps=8)
+    assert report["accuracy"] == 0 and report["truncated"] == 0 and report["overlong"] == 1
     lines = iter(["copy: ab", "sort: ba", "/quit"])
     outputs = []
     messages = run_chat(AnswerModel(tokenizer, "ab", gen_length=6), tokenizer, gen_length=6,

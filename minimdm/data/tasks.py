@@ -11,6 +11,9 @@ what makes LLaDA's EOS padding matter (mdm_core.md §2.3):
 * ``lookup``   "a=41 q=7 m=903 ?q"  -> "7"           (the value of one of 2-3 keys; 1 to 3 digits)
 * ``choice``   "37+58 |a 95 |b 85"  -> "a"           (pick the letter of the correct one of 2-3 options)
 
+``tasks`` picks a subset and ``max_word_length`` (default 8) bounds the words of reverse / copy / sort: the CPU
+preset of notebook 05 trains on copy, reverse and sort of 1-5 letters, which a small model learns in minutes.
+
 ``multiple_choice_items`` turns the same tasks into questions with plausible wrong answers, for scoring candidates
 by their likelihood instead of generating. All randomness comes from ``random.Random(seed)``: the data is the
 same on every machine and every torch version.
@@ -152,8 +155,11 @@ def _choice(rng: random.Random, wrong: int):
     return prompt, answer, [letter for letter in letters if letter != answer][:wrong]
 
 
-_GENERATORS = {"add": _add, "reverse": _string_task("reverse"), "copy": _string_task("copy"),
-               "sort": _string_task("sort"), "lookup": _lookup, "choice": _choice}
+def _generator(task: str, max_word_length: int):
+    """The generator of one task; ``max_word_length`` bounds the word of reverse / copy / sort."""
+    if task in ("reverse", "copy", "sort"):
+        return _string_task(task, max_len=max_word_length)
+    return {"add": _add, "lookup": _lookup, "choice": _choice}[task]
 
 
 def _check_tasks(tasks) -> tuple[str, ...]:
@@ -164,27 +170,37 @@ def _check_tasks(tasks) -> tuple[str, ...]:
     return tasks
 
 
-def make_examples(n: int, tasks=TASKS, seed: int = 0) -> list[TaskExample]:
-    """``n`` instruction examples, the task of each drawn uniformly from ``tasks``."""
+def _check_word_length(max_word_length: int) -> None:
+    if max_word_length < 1:
+        raise ValueError(f"max_word_length={max_word_length} must be >= 1")
+
+
+def make_examples(n: int, tasks=TASKS, seed: int = 0, max_word_length: int = 8) -> list[TaskExample]:
+    """``n`` instruction examples, the task of each drawn uniformly from ``tasks``.
+
+    The words of reverse / copy / sort have 1 to ``max_word_length`` letters (shorter words learn faster).
+    """
     tasks, rng = _check_tasks(tasks), random.Random(seed)
+    _check_word_length(max_word_length)
     examples = []
     for _ in range(n):
         task = rng.choice(tasks)
-        prompt, answer, _ = _GENERATORS[task](rng, 0)
+        prompt, answer, _ = _generator(task, max_word_length)(rng, 0)
         examples.append(TaskExample(task, prompt, answer))
     return examples
 
 
 def multiple_choice_items(n: int, num_choices: int = 4, tasks=("add", "reverse", "sort", "lookup"),
-                          seed: int = 0) -> list[MultipleChoiceItem]:
+                          seed: int = 0, max_word_length: int = 8) -> list[MultipleChoiceItem]:
     """Questions with one correct answer and ``num_choices - 1`` plausible wrong ones, in random order."""
     tasks, rng = _check_tasks(tasks), random.Random(seed)
+    _check_word_length(max_word_length)
     if num_choices < 2:
         raise ValueError(f"num_choices={num_choices} must be >= 2")
     items = []
     while len(items) < n:
         task = rng.choice(tasks)
-        prompt, answer, wrong = _GENERATORS[task](rng, num_choices - 1)
+        prompt, answer, wrong = _generator(task, max_word_length)(rng, num_choices - 1)
         if len(wrong) < num_choices - 1:  # e.g. a one-letter word has too few near misses: draw another
             continue
         choices = [answer] + wrong
@@ -198,13 +214,16 @@ def pretraining_text(examples: list[TaskExample]) -> str:
     return "".join(f"{ex.prompt} > {ex.answer}\n" for ex in examples)
 
 
-def pretraining_batch(tokenizer: TaskTokenizer, batch_size: int, length: int, seed: int):
+def pretraining_batch(tokenizer: TaskTokenizer, batch_size: int, length: int, seed: int, tasks=TASKS,
+                      max_word_length: int = 8):
     """A (batch_size, length) LongTensor of packed pretraining text: fresh examples, cut into equal rows."""
     import torch
 
     ids: list[int] = []
     chunk = 0
     while len(ids) < batch_size * length:  # about 12 characters per example
-        ids += tokenizer.encode(pretraining_text(make_examples(batch_size * length // 12 + 1, seed=seed * 1009 + chunk)))
+        examples = make_examples(batch_size * length // 12 + 1, tasks=tasks, seed=seed * 1009 + chunk,
+                                 max_word_length=max_word_length)
+        ids += tokenizer.encode(pretraining_text(examples))
         chunk += 1
     return torch.tensor(ids[: batch_size * length]).view(batch_size, length)
