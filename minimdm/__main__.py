@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -42,19 +41,20 @@ def cmd_train(args) -> None:
     recipe: TextRecipe = recipe_for(args.preset, **overrides)
     device = resolve_device(args.device)
     print(f"minimdm train | preset {args.preset or preset_name()} | device {device} | corpus {recipe.corpus}")
-    start = time.perf_counter()
     model, tokenizer, stream, result = train_text_mdm(recipe, device=device, checkpoint_dir=args.out,
                                                       compile=args.compile, download=args.download)
-    seconds = time.perf_counter() - start
     tokenizer.save(Path(args.out) / TOKENIZER_FILE)
     params = model.num_parameters()
-    print(f"trained {result.step} steps in {seconds:.0f} s ({result.tokens_per_s:,.0f} tokens/s), "
+    # result.seconds is training time, summed over resumed runs (evaluation and checkpoints excluded)
+    print(f"trained {result.step} steps in {result.seconds:.0f} s ({result.tokens_per_s:,.0f} tokens/s), "
           f"{params / 1e6:.2f}M non-embedding parameters; checkpoint in {args.out}")
     nelbo = validation_nelbo(model, stream, recipe.eval_windows, recipe.eval_draws)
     unit = "char" if recipe.tokenizer == "char" else "token"
     print(f"validation NELBO: {nelbo.mean:.3f} ± {nelbo.stderr:.3f} nats/{unit} = "
           f"{nats_to_bits(nelbo.mean):.3f} ± {nats_to_bits(nelbo.stderr):.3f} bits/{unit} "
           f"(l-estimator, {recipe.eval_windows} windows x {recipe.eval_draws} draws)")
+    if args.samples < 1:
+        return
     gen_length = min(64, recipe.seq_len // 2)
     # random remasking: a small base model's most confident guess is a space, so low-confidence floods (notebook 01)
     print_samples(model, tokenizer, stream, args.samples, gen_length, gen_length, "random", 0.8,
