@@ -1,7 +1,7 @@
 """The small training runs of notebooks 09 and 10, one function per data type, with the model cached on disk.
 
 Each recipe builds a net, its loss and batch functions, and trains it with the course's trainer
-(``minimdm.train.train``). The checkpoint goes to ``data/cache/bfn/<name>-<preset>-<hash of the settings>``; the
+(``minimdm.train.train``). The checkpoint goes to ``<data cache>/bfn/<name>-<preset>-<hash of the settings>`` (``minimdm.data.corpora.data_dir``); the
 trainer resumes from it, so a second call (notebook 10 after notebook 09) loads the trained model in a second.
 Sizes follow the preset (quick / cpu / gpu) via ``minimdm.presets.pick``.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -29,11 +27,11 @@ from minimdm.bfn.datasets import (
 )
 from minimdm.bfn.discrete import DiscreteSchedule
 from minimdm.bfn.nets import DigitsConvNet, PointMLP
+from minimdm.data.corpora import data_dir
 from minimdm.presets import pick, preset_name
 from minimdm.toys.gmm import GaussianMixture, eight_gaussians
 from minimdm.train import TrainConfig, TrainResult, train
 
-CACHE_DIR = Path(os.environ.get("MINIMDM_CACHE", Path(__file__).resolve().parents[2] / "data" / "cache")) / "bfn"
 
 
 @dataclass
@@ -54,7 +52,7 @@ def _train_cached(name: str, net: nn.Module, loss_fn, batch_fn, settings: dict, 
     cfg = TrainConfig(
         steps=settings["steps"], lr=settings["lr"], warmup_steps=min(100, settings["steps"] // 10), weight_decay=0.0,
         grad_clip=1.0, seed=0, log_every=max(1, settings["steps"] // 50), device=device, progress=False,
-        checkpoint_dir=str(CACHE_DIR / f"{name}-{preset_name()}-{key}"),
+        checkpoint_dir=str(data_dir() / "bfn" / f"{name}-{preset_name()}-{key}"),  # the course's one data cache
     )
     result = train(net, loss_fn, batch_fn, cfg)
     net.eval()
