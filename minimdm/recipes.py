@@ -5,7 +5,7 @@ Used by ``python -m minimdm train`` and by the notebooks, so the terminal and th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -92,7 +92,3 @@ def validation_nelbo(model, stream: TokenStream, num_windows: int, draws: int, b
 
 def nats_to_bits(nats: float) -> float:
     return nats / math.log(2)
-
-
-def describe_recipe(recipe: TextRecipe) -> str:
-    return ", ".join(f"{k}={v}" for k, v in asdict(recipe).items())

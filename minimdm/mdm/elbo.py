@@ -169,9 +169,3 @@ def elbo_draws(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", n
             weight = n.double() / counts.double()
         draws.append(weight * masked_nll(denoiser, x0, xt, is_masked).sum(1))
     return torch.stack(draws)
-
-
-def elbo_estimate(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", num_draws: int = 64,
-                  maskable: torch.Tensor | None = None, generator=None) -> Estimate:
-    """Mean ELBO (nats per sequence) over a batch x0 (B, L) with a standard error from independent draws."""
-    return Estimate.from_draws(elbo_draws(denoiser, x0, mask_id, estimator, num_draws, maskable, generator=generator))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.denoiser import check_mask_id, logits_of
 from minimdm.mdm.schedules import Schedule
 
 REMASKING = ("low_confidence", "random")
@@ -96,8 +96,8 @@ def _check_arguments(gen_length, steps, block_length, remasking, temperature, ma
         raise ValueError(f"remasking={remasking!r}: allowed values are {REMASKING}")
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0")
-    if vocab_size is not None and mask_id < vocab_size:
-        raise ValueError(f"mask_id={mask_id} lies inside the vocabulary (0..{vocab_size - 1}); it must be >= vocab_size")
+    if vocab_size is not None:
+        check_mask_id(mask_id, vocab_size)
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ class Schedule:
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """w(t) = -alpha'_t / (1 - alpha_t), the ELBO weight of the masked cross-entropy (§0.2)."""
+        check_time(t)  # w(0) is infinite
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))
 
     def __repr__(self) -> str:
