@@ -6,9 +6,9 @@ import torch
 
 from minimdm.mdm.elbo import elbo_over_orders, exact_elbo
 from minimdm.nn import Transformer, TransformerConfig
-from minimdm.radd import (LOSSES, GeometricSchedule, LogLinearSchedule, concrete_score_error, exact_loss_expectation,
-                          expected_nfe, get_loss, noisy_marginal, ordered_sample, reveal_probabilities,
-                          tau_leaping_sample, zero_shot_perplexity)
+from minimdm.radd import (LOSSES, GeometricSchedule, LogLinearSchedule, concrete_score_error, draw_reveal_steps,
+                          exact_loss_expectation, expected_nfe, get_loss, noisy_marginal, ordered_sample,
+                          reveal_probabilities, tau_leaping_sample, zero_shot_perplexity)
 from minimdm.toys import EnumerableJoint, MarkovChain
 
 K, L = 3, 4  # the enumerable case: 81 sequences, 16 masks, 24 orders
@@ -148,6 +148,22 @@ def test_mean_nfe_matches_the_formula(steps):
     result = tau_leaping_sample(uniform_denoiser(4), steps=steps, mask_id=4, length=64, batch_size=400,
                                 generator=torch.Generator().manual_seed(0), record_history=False)
     assert result.mean_nfe == pytest.approx(expected_nfe(steps, 64), rel=0.02)
+
+
+@pytest.mark.parametrize("schedule", [LogLinearSchedule(), GeometricSchedule()])
+def test_reveal_steps_follow_the_first_success_law(schedule):
+    """P(reveal at k) = p_k prod_{j<k} (1 - p_j); under the log-linear schedule that is uniform, 1/N."""
+    steps, draws = 8, 200_000
+    p = reveal_probabilities(steps, schedule)
+    exact = p * torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - p, 0)[:-1]])
+    masked = torch.ones(1, draws, dtype=torch.bool)
+    masked[0, :10] = False  # visible tokens are never revealed: step N
+    step = draw_reveal_steps(masked, p, torch.Generator().manual_seed(0))[0]
+    assert bool((step[:10] == steps).all())
+    frequency = torch.bincount(step[10:], minlength=steps).double() / (draws - 10)
+    assert torch.allclose(frequency, exact, atol=4 * (0.25 / draws) ** 0.5)  # 4 standard errors at most
+    if isinstance(schedule, LogLinearSchedule):
+        assert torch.allclose(exact, torch.full((steps,), 1 / steps, dtype=torch.float64), atol=1e-3)
 
 
 def test_first_and_forced_final_steps_are_counted():

@@ -21,8 +21,8 @@ Modules: ``score`` (schedules, concrete score), ``losses``, ``sampling``, ``perp
 from minimdm.radd.losses import (LOSSES, KDCE, LambdaDCE, NoiseDraw, RADDLoss, TimeDCE, TimeDSE,
                                  exact_loss_expectation, get_loss)
 from minimdm.radd.perplexity import PerplexityResult, zero_shot_perplexity
-from minimdm.radd.sampling import (ORDERS, SAMPLING_METHODS, RADDSampleResult, expected_nfe, ordered_sample,
-                                   reveal_probabilities, tau_leaping_sample)
+from minimdm.radd.sampling import (ORDERS, SAMPLING_METHODS, RADDSampleResult, draw_reveal_steps, expected_nfe,
+                                   ordered_sample, reveal_probabilities, tau_leaping_sample)
 from minimdm.radd.score import (GeometricSchedule, LogLinearSchedule, concrete_score, concrete_score_error,
                                 conditional_logits, is_time_conditioned, noise_rate, noisy_marginal,
                                 resolve_schedule, score_scale)
@@ -30,8 +30,8 @@ from minimdm.radd.score import (GeometricSchedule, LogLinearSchedule, concrete_s
 __all__ = [
     "LOSSES", "KDCE", "LambdaDCE", "NoiseDraw", "RADDLoss", "TimeDCE", "TimeDSE", "exact_loss_expectation", "get_loss",
     "PerplexityResult", "zero_shot_perplexity",
-    "ORDERS", "SAMPLING_METHODS", "RADDSampleResult", "expected_nfe", "ordered_sample", "reveal_probabilities",
-    "tau_leaping_sample",
+    "ORDERS", "SAMPLING_METHODS", "RADDSampleResult", "draw_reveal_steps", "expected_nfe", "ordered_sample",
+    "reveal_probabilities", "tau_leaping_sample",
     "GeometricSchedule", "LogLinearSchedule", "concrete_score", "concrete_score_error", "conditional_logits",
     "is_time_conditioned", "noise_rate", "noisy_marginal", "resolve_schedule", "score_scale",
 ]

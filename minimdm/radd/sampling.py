@@ -84,6 +84,19 @@ def _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history
     return x, result, confidence
 
 
+def draw_reveal_steps(masked: torch.Tensor, reveal_p: torch.Tensor, generator=None) -> torch.Tensor:
+    """The step at which each masked token is revealed, drawn up front; visible tokens get N (never).
+
+    A masked token is revealed at step k with probability p_k whatever the network says (the values come from
+    c_theta, the coin does not), so its reveal step has P(k) = p_k prod_{j<k} (1 - p_j). One uniform per token,
+    inverted through the CDF 1 - prod_{j<=k} (1 - p_j), draws it; the forced last step (p = 1) caps it at N-1.
+    """
+    cdf = (1.0 - torch.cumprod(1.0 - reveal_p, 0)).to(masked.device)  # P(revealed by step k), last = 1
+    u = torch.rand(masked.shape, dtype=torch.float64, device=masked.device, generator=generator)
+    step = torch.searchsorted(cdf, u, right=True)  # the first k with u < cdf_k
+    return torch.where(masked, step, len(reveal_p))
+
+
 @torch.no_grad()
 def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None = None, batch_size: int = 1,
                        canvas: torch.Tensor | None = None, schedule: str | Schedule | None = None,
@@ -93,11 +106,13 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     """RADD's sampler: at each of N steps every masked token is revealed with ``reveal_probabilities`` and
     takes a value drawn from c_theta(x_t)_i.
 
-    Each step draws the reveal coins (B, L) and one value uniform (B, L) from ``generator`` whether or not the
-    network runs, so the cached and uncached samplers read the same random stream. cache=True calls the
-    network only for rows that reveal a token this step *and* changed since their last call: the reused output
-    is the one a new call would give, because c_theta has no t. That needs a time-free, deterministic network
-    (eval mode); a time-conditioned one is refused unless allow_time_conditioned=True (an approximation).
+    Which tokens are revealed when does not depend on the network, so every token's reveal step is drawn before
+    the first call (``draw_reveal_steps``), then one value uniform (B, L) per step, whether or not the network
+    runs: the cached and uncached samplers read the same random stream. cache=True calls the network for a row
+    only at the steps where that row reveals something; in between the row does not change, and the reused
+    output is the one a new call would give, because c_theta has no t. Its NFE per row is the number of distinct
+    reveal steps, known up front. That needs a time-free, deterministic network (eval mode); a time-conditioned
+    one is refused unless allow_time_conditioned=True (an approximation).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps} must be a positive integer")
@@ -112,33 +127,36 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     schedule = resolve_schedule(schedule)
     x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape
-    device, nfe_per_row = x.device, result.nfe_per_row
-    reveal_p = reveal_probabilities(steps, schedule, method, final_time).tolist()
+    device = x.device
     mask_ratio = schedule.mask_prob(torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)).to(device)
-    cdf = None  # (B, L, K) float64: cumulative c_theta(x)_i of each row's last network call
-    fresh = torch.zeros(B, dtype=torch.bool, device=device)  # row unchanged since its last call
+    reveal_step = draw_reveal_steps(x == mask_id, reveal_probabilities(steps, schedule, method, final_time), generator)
+    # row_reveals[k, b]: row b reveals something at step k. One transfer to the host, then the loop never waits
+    # for the GPU to decide what to run.
+    row_reveals = torch.zeros(B, steps + 1, dtype=torch.bool, device=device).scatter_(1, reveal_step, True)[:, :steps].T
+    calls = row_reveals if cache else torch.ones_like(row_reveals)
+    result.nfe_per_row = calls.sum(0)
+    calls_per_step = calls.sum(1).tolist()
+    rows_per_step = torch.split(calls.nonzero()[:, 1], calls_per_step)  # device indices of the rows to recompute
+    any_reveal = row_reveals.any(1).tolist()
+    cdf = torch.zeros(B, L, 0, dtype=torch.float64, device=device)  # cumulative c_theta(x)_i of each row's last call
     for k in range(steps):
-        reveal_u = torch.rand((B, L), device=device, generator=generator)
         value_u = torch.rand((B, L), dtype=torch.float64, device=device, generator=generator)
-        reveal = (x == mask_id) & (reveal_u < reveal_p[k])  # (B, L) the masked tokens revealed at this step
-        # Uncached: every row, every step. Cached: rows that reveal something and changed since their last call.
-        rows = (reveal.any(1) & ~fresh).nonzero().flatten() if cache else None
-        if rows is None or len(rows):
-            subset = x if rows is None else x[rows]
-            probs = torch.softmax(conditional_logits(denoiser, subset, mask_ratio[k].expand(len(subset))).double(), -1)
-            if rows is None:
-                cdf, nfe_per_row = probs.cumsum(-1), nfe_per_row + 1
+        if calls_per_step[k]:
+            every_row = calls_per_step[k] == B
+            subset = x if every_row else x[rows_per_step[k]]
+            logits = conditional_logits(denoiser, subset, mask_ratio[k].expand(len(subset)))
+            new_cdf = torch.softmax(logits.double(), -1).cumsum(-1)
+            if every_row:
+                cdf = new_cdf
             else:
-                if cdf is None:
-                    cdf = torch.zeros(B, L, probs.shape[-1], dtype=torch.float64, device=device)
-                cdf[rows] = probs.cumsum(-1)
-                fresh[rows] = True
-                nfe_per_row[rows] += 1
+                if cdf.shape[-1] == 0:
+                    cdf = torch.zeros(B, L, new_cdf.shape[-1], dtype=torch.float64, device=device)
+                cdf[rows_per_step[k]] = new_cdf
             result.nfe += 1
-        if not cache or bool(reveal.any()):
+        if any_reveal[k]:
+            reveal = reveal_step == k  # (B, L) the masked tokens revealed at this step
             values = _draw_from_cdf(cdf, value_u)  # x_0^i ~ c_theta(x_t)_i, (B, L)
             x = torch.where(reveal, values, x)
-            fresh &= ~reveal.any(1)
             if record_history:
                 probs_now = torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[..., :1]))  # back from the CDF
                 picked = probs_now.gather(-1, values[..., None]).squeeze(-1)
@@ -146,7 +164,7 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
         if record_history:
             result.frames.append(x.cpu().clone())
             result.confidences.append(confidence.cpu().clone())
-    result.tokens, result.nfe_per_row = x, nfe_per_row
+    result.tokens = x
     return result
 
 
