@@ -13,6 +13,14 @@ def test_default_corpus_is_real_english_and_offline():
     assert len(text) > 300_000 and "the" in text and "statement" in text
 
 
+def test_stdlib_corpus_is_python_source_built_once_and_atomically(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMDM_DATA", str(tmp_path))
+    text = load_corpus("python_stdlib")
+    assert len(text) > 5_000_000 and "def " in text and "import " in text
+    assert [p.name for p in tmp_path.iterdir()] == ["python_stdlib.txt"]  # no temporary file left behind
+    assert load_corpus("python_stdlib") == text  # the second call reads the cache
+
+
 def test_tokenizers_round_trip(tmp_path):
     text = "It is a truth universally acknowledged.\nThe end."
     char = CharTokenizer.from_text(text)

@@ -2,6 +2,9 @@
 
 * ``python_docs`` (the default): the English reference prose that ships inside Python itself
   (``pydoc_data.topics``, ~0.45 MB), written to the data cache at first use.
+* ``python_stdlib``: the source of Python's standard library, every ``.py`` file in path order (~30 MB of
+  code, 31.5M characters for Python 3.11), for runs that would repeat a small corpus hundreds of times.
+  Both Python corpora depend on the Python version that builds them.
 * ``tinyshakespeare``: the nanoGPT reference corpus (1,115,394 chars). Looked up in the data cache; with
   ``download=True`` fetched from its canonical URL and checked against its sha256; otherwise a clear error.
 * a path to any local text file, or ``hf:NAME[:SPLIT]`` for a Hugging Face dataset with a ``text`` column
@@ -19,7 +22,7 @@ from pathlib import Path
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-BUILTIN = ("python_docs", "tinyshakespeare")
+BUILTIN = ("python_docs", "python_stdlib", "tinyshakespeare")
 
 
 def data_dir() -> Path:
@@ -36,17 +39,36 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def python_docs() -> str:
-    """Python's own reference topics (the text of `help('topics')`), sorted by topic for a stable corpus."""
-    path = data_dir() / "python_docs.txt"
+def _cached_text(name: str, build) -> str:
+    """The text of ``data_dir()/name``, written there by ``build()`` at first use."""
+    path = data_dir() / name
     if not path.exists():
-        from pydoc_data.topics import topics
-
-        text = "\n\n".join(topics[key].strip() for key in sorted(topics)) + "\n"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # one per process: parallel workers may build it at once
+        tmp.write_text(build(), encoding="utf-8")
         os.replace(tmp, path)  # atomic: a half-written corpus never appears
     return path.read_text(encoding="utf-8")
+
+
+def python_docs() -> str:
+    """Python's own reference topics (the text of `help('topics')`), sorted by topic for a stable corpus."""
+    def build():
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[key].strip() for key in sorted(topics)) + "\n"
+
+    return _cached_text("python_docs.txt", build)
+
+
+def python_stdlib() -> str:
+    """Every ``.py`` file of the standard library (third-party site-packages excluded), sorted by path."""
+    def build():
+        import sysconfig
+
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.relative_to(root).parts)
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+
+    return _cached_text("python_stdlib.txt", build)
 
 
 def tinyshakespeare(download: bool = False) -> str:
@@ -94,6 +116,8 @@ def local_text_file(path: Path) -> str:
 def load_corpus(name: str = "python_docs", download: bool = False) -> str:
     if name == "python_docs":
         text = python_docs()
+    elif name == "python_stdlib":
+        text = python_stdlib()
     elif name == "tinyshakespeare":
         text = tinyshakespeare(download)
     elif name.startswith("hf:"):
