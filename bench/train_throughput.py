@@ -1,9 +1,11 @@
 """Training throughput of the minimdm trainer against a plain PyTorch loop, same model, same shapes, same run.
 
     python bench/train_throughput.py            # GPU: the nanoGPT shakespeare_char shape and a GPT-2-small shape
+    python bench/train_throughput.py --shapes shakespeare_char --kinds arm mdm
     python bench/train_throughput.py --quick    # CPU smoke run at a tiny shape
 
-Both sides train the same ``minimdm.nn.Transformer`` (bidirectional, LLaDA's MDM loss) on random token windows
+Both sides train the same ``minimdm.nn.Transformer`` (bidirectional with LLaDA's MDM loss, or causal with
+next-token cross-entropy for ``--kinds arm``) on random token windows
 already on the device, both compiled with ``torch.compile`` on CUDA (neither on CPU), both in bf16 autocast with
 fused AdamW. The reference is the shortest loop that does the same work; the ratio is the trainer's overhead
 (per-step reseeding, LR schedule, logging, clipping). It does not compare our backbone with someone else's.
@@ -15,8 +17,8 @@ import time
 
 import torch
 
+from minimdm.arm import KINDS, loss_function
 from minimdm.flops import non_embedding_params, peak_flops, training_flops_per_token
-from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.train import TrainConfig, make_optimizer, train
 
@@ -27,11 +29,11 @@ SHAPES = {  # name: (n_layers, d_model, n_heads, seq_len, vocab, batch sizes)
 }
 
 
-def build(shape, device):
+def build(shape, device, kind):
     n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=vocab, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                                          max_len=seq_len))
+                                          max_len=seq_len, causal=kind == "arm"))
     return model.to(device), seq_len, vocab
 
 
@@ -46,13 +48,12 @@ def random_batches(vocab, batch, seq_len, device):
     return batch_fn
 
 
-def reference_loop(model, batch_fn, steps, device, compile_model):
-    """The plain loop: forward, MDM loss, backward, clip, fused AdamW. Returns tokens/s of the timed half."""
+def reference_loop(model, loss_fn, batch_fn, steps, device, compile_model):
+    """The plain loop: forward, loss, backward, clip, fused AdamW. Returns tokens/s of the timed half."""
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup_steps=10)
     optimizer = make_optimizer(model, cfg)
     forward = torch.compile(model) if compile_model else model
     use_amp = device.type == "cuda"
-    mask_id = model.mask_id
     timed_from, tokens, start = steps // 2, 0, None
     for step in range(steps):
         if step == timed_from:
@@ -60,7 +61,7 @@ def reference_loop(model, batch_fn, steps, device, compile_model):
             start = time.perf_counter()
         x0 = batch_fn(step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = mdm_pretrain_loss(forward, x0, mask_id)
+            loss = loss_fn(forward, x0)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -71,12 +72,11 @@ def reference_loop(model, batch_fn, steps, device, compile_model):
     return tokens / (time.perf_counter() - start)
 
 
-def minimdm_trainer(model, batch_fn, steps, device, compile_model):
+def minimdm_trainer(model, loss_fn, batch_fn, steps, device, compile_model):
     """The course's trainer; its second logging window (after compilation) is the timed half."""
-    mask_id = model.mask_id
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup_steps=10, log_every=steps // 2, compile=compile_model,
                       device=str(device), progress=False)
-    result = train(model, lambda m, x: mdm_pretrain_loss(m, x, mask_id), batch_fn, cfg)
+    result = train(model, loss_fn, batch_fn, cfg)
     return result.history[-1]["tokens_per_s"]
 
 
@@ -89,27 +89,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny CPU shape, a few steps")
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement (half are timed)")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="default: both GPU shapes")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["mdm"], help="which losses to time")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    shapes = ["tiny_cpu"] if args.quick or device.type == "cpu" else ["shakespeare_char", "gpt2_small"]
+    shapes = args.shapes or (["tiny_cpu"] if args.quick or device.type == "cpu" else ["shakespeare_char", "gpt2_small"])
     steps = args.steps or (20 if device.type == "cpu" else 200)
     compile_model = device.type == "cuda"
     peak = peak_flops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} | torch {torch.__version__} | compiled: {compile_model} | {steps} steps, last {steps // 2} timed")
-    print(f"{'shape':18s} {'batch':>5s} {'params':>8s} {'reference tok/s':>16s} {'minimdm tok/s':>14s} {'ratio':>6s} {'MFU':>6s}")
+    print(f"{'shape':18s} {'kind':>4s} {'batch':>5s} {'params':>8s} {'reference tok/s':>16s} {'minimdm tok/s':>14s} {'ratio':>6s} {'MFU':>6s}")
     for shape in shapes:
-        for batch in SHAPES[shape][5]:
+        for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
             results = {}
             for label, runner in (("reference", reference_loop), ("minimdm", minimdm_trainer)):
-                model, seq_len, vocab = build(shape, device)
-                results[label] = runner(model, random_batches(vocab, batch, seq_len, device), steps, device, compile_model)
+                model, seq_len, vocab = build(shape, device, kind)
+                results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
+                                        steps, device, compile_model)
                 flops, params = training_flops_per_token(model, seq_len), non_embedding_params(model)
                 del model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak else "   n/a"
-            print(f"{shape:18s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:16,.0f} "
+            print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:16,.0f} "
                   f"{results['minimdm']:14,.0f} {results['minimdm'] / results['reference']:6.2f} {mfu}")
 
 
