@@ -5,8 +5,8 @@
 * **Reverse curse**: greedy decoding of "A is" (forward), "[M...] is B." (reverse infill) and "B is" (reverse
   query), exact match as in SMDM (the reference is a substring of the generation).
 * **Temporal shift**: a Markov source whose transition matrix drifts; relative degradation of ARM and MDM.
-* **Speed vs quality**: ARM + KV cache against the MDM sampler at several step counts; quality is the true
-  chain's NLL of the samples.
+* **Speed vs quality**: ARM + KV cache against the MDM at several step counts, with LLaDA's sampler and with
+  RADD's cached sampler; quality is the true chain's NLL of the samples.
 
 The data sources here are duck-typed "streams" (``batch(batch_size)`` and ``windows("val", n)``), so the shared
 ``train_kind`` and ``validation_loss`` train and score both kinds on them unchanged.
@@ -21,6 +21,7 @@ import torch
 from minimdm.arm import sample_arm, validation_loss
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
+from minimdm.radd.sampling import tau_leaping_sample
 
 # --- data sources the shared trainer understands ---------------------------------------------------------------
 
@@ -175,6 +176,8 @@ def shift_degradation(models: dict, before, after, num_windows: int = 256, draws
 # --- speed vs quality ------------------------------------------------------------------------------------------
 
 def _timed(fn, device):
+    """(result, seconds) of fn(), after one untimed warm-up call (first-call allocations, kernel choices)."""
+    fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -186,27 +189,50 @@ def _timed(fn, device):
 
 @torch.no_grad()
 def speed_quality(arm, mdm, chain, length: int, mdm_steps, batch_size: int = 64, seed: int = 0) -> list[dict]:
-    """Tokens/s and the true chain's NLL per token of samples (temperature 1): ARM + KV cache, and the MDM
-    sampler (random remasking, the reverse process) at each step count. The data's entropy rate is the floor."""
+    """Tokens/s, network calls per sequence and the true chain's NLL per token of samples (temperature 1) for
+
+    * the ARM with its KV cache: one call per token;
+    * the MDM with LLaDA's reverse process (random remasking): one call per step;
+    * the MDM with RADD's cached tau-leaping (linear schedule): a call only at steps where the sequence reveals
+      something, valid because LLaDA's MDM is time-free.
+
+    Every sampler starts from the same seed; the data's entropy rate is the floor of the NLL.
+    """
     device = next(arm.parameters()).device
-    rows = []
-    generator = torch.Generator(device=device).manual_seed(seed)
-    samples, seconds = _timed(lambda: sample_arm(arm, num_tokens=length, batch_size=batch_size,
-                                                 generator=generator).tokens, device)
-    rows.append({"sampler": "ARM + KV cache", "steps": length, "seconds": seconds,
-                 "tokens_per_s": batch_size * length / seconds,
-                 "nll_per_token": float(-chain.log_prob(samples).mean() / length)})
+    no_prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # puts the MDM's canvas on the device
+
+    def arm_sampler(generator, steps):
+        return sample_arm(arm, num_tokens=length, batch_size=batch_size, generator=generator).tokens, float(length)
+
+    def llada_sampler(generator, steps):
+        result = generate(mdm, no_prompt, gen_length=length, steps=steps, mask_id=mdm.mask_id, remasking="random",
+                          temperature=1.0, generator=generator, record_history=False)
+        return result.tokens, float(steps)
+
+    def radd_cached_sampler(generator, steps):
+        result = tau_leaping_sample(mdm, steps=steps, mask_id=mdm.mask_id, length=length, batch_size=batch_size,
+                                    schedule="linear", cache=True, generator=generator, record_history=False)
+        return result.tokens, result.mean_nfe
+
+    def row(name, sampler, steps):
+        (tokens, nfe), seconds = _timed(lambda: sampler(torch.Generator(device=device).manual_seed(seed), steps), device)
+        return {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds,
+                "tokens_per_s": batch_size * length / seconds,
+                "nll_per_token": float(-chain.log_prob(tokens.cpu()).mean() / length)}
+
+    rows = [row("ARM + KV cache", arm_sampler, length)]
     for steps in mdm_steps:
-        generator = torch.Generator(device=device).manual_seed(seed)
-        no_prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # puts the canvas on the device
-        result, seconds = _timed(lambda: generate(mdm, no_prompt, gen_length=length, steps=steps,
-                                                  mask_id=mdm.mask_id, remasking="random", temperature=1.0,
-                                                  generator=generator, record_history=False), device)
-        rows.append({"sampler": "MDM", "steps": steps, "seconds": seconds,
-                     "tokens_per_s": batch_size * length / seconds,
-                     "nll_per_token": float(-chain.log_prob(result.tokens).mean() / length)})
+        rows += [row("MDM", llada_sampler, steps), row("MDM + RADD cache", radd_cached_sampler, steps)]
     return rows
 
 
-__all__ = ["LineSet", "MarkovSource", "complete", "drifted_chain", "exact_match", "greedy_infill",
-           "guidance_sweep", "reverse_curse_scores", "shift_degradation", "speed_quality"]
+def fewest_matching_steps(rows: list[dict], sampler: str, tolerance: float = 0.02) -> dict | None:
+    """The row of ``sampler`` with the fewest steps whose sample NLL is within ``tolerance`` nats of the ARM's
+    (SMDM's S*), or None if no step count gets there."""
+    arm = next(r for r in rows if r["sampler"] == "ARM + KV cache")
+    matching = [r for r in rows if r["sampler"] == sampler and r["nll_per_token"] <= arm["nll_per_token"] + tolerance]
+    return min(matching, key=lambda r: r["steps"]) if matching else None
+
+
+__all__ = ["LineSet", "MarkovSource", "complete", "drifted_chain", "exact_match", "fewest_matching_steps",
+           "greedy_infill", "guidance_sweep", "reverse_curse_scores", "shift_degradation", "speed_quality"]

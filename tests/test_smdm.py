@@ -1,5 +1,7 @@
 """SMDM experiments: CFG w = 0 is the identity for likelihood scoring, the guided formula, the fact generator's
-train/test separation, greedy infilling, the drifted chain, bad input."""
+train/test separation, greedy infilling, the drifted chain, the speed/quality table, bad input."""
+import os
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from minimdm.data.facts import make_facts, make_skewed_lookup
 from minimdm.data.tasks import TaskTokenizer
 from minimdm.mdm.likelihood import answer_log_likelihood
 from minimdm.mdm.sampler import guided_logits
-from minimdm.smdm import LineSet, drifted_chain, exact_match, greedy_infill
+from minimdm.smdm import LineSet, drifted_chain, exact_match, fewest_matching_steps, greedy_infill, speed_quality
 from minimdm.toys.markov import MarkovChain
 
 
@@ -70,6 +72,18 @@ def test_facts_are_reproducible_and_fit_the_task_alphabet():
     assert rows.shape == (25, len("bado kegi is rusa tope."))
 
 
+def test_facts_do_not_depend_on_string_hashing():
+    """Python randomises str hashes per process: the same seed must still give the same facts and lookup."""
+    import subprocess
+    import sys
+
+    code = ("from minimdm.data.facts import make_facts, make_skewed_lookup; "
+            "print(make_facts(8, 4, seed=0).training_lines(), make_skewed_lookup(seed=0).answers)")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout for hash_seed in (1, 2, 3)}
+    assert len(outputs) == 1
+
+
 def test_skewed_lookup_distractors_follow_the_prior():
     lookup = make_skewed_lookup(num_answers=8, zipf_exponent=1.5, noise=0.7, seed=0)
     items = lookup.items(num_items=400, num_choices=3, seed=0)
@@ -105,6 +119,26 @@ def test_drifted_chain():
     assert (moved.transition - chain.transition).abs().max() > 0.01
     assert torch.allclose(moved.initial @ moved.transition, moved.initial, atol=1e-10)
     assert chain.transition is not moved.transition  # the original is untouched
+
+
+def test_speed_quality_rows_count_calls_and_score_real_samples():
+    chain = MarkovChain(vocab_size=5, seed=0)
+    arm, mdm = tiny_transformer(vocab_size=5, length=16, causal=True), tiny_transformer(vocab_size=5, length=16)
+    rows = speed_quality(arm.float(), mdm.float(), chain, 16, mdm_steps=[4, 16], batch_size=6)
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ARM + KV cache", 16), ("MDM", 4), ("MDM + RADD cache", 4),
+                                                          ("MDM", 16), ("MDM + RADD cache", 16)]
+    assert [r["nfe"] for r in rows[:2]] == [16.0, 4.0] and rows[3]["nfe"] == 16.0
+    assert rows[4]["nfe"] < 16.0  # 16 steps, 16 tokens: some steps reveal nothing, and the cache skips them
+    assert all(r["seconds"] > 0 and r["nll_per_token"] > chain.entropy(16) / 16 - 0.5 for r in rows)
+
+
+def test_fewest_matching_steps_is_the_smallest_step_count_within_tolerance():
+    rows = [{"sampler": "ARM + KV cache", "steps": 32, "nll_per_token": 2.00},
+            {"sampler": "MDM", "steps": 8, "nll_per_token": 2.30}, {"sampler": "MDM", "steps": 16, "nll_per_token": 2.015},
+            {"sampler": "MDM", "steps": 32, "nll_per_token": 2.001}, {"sampler": "MDM + RADD cache", "steps": 8, "nll_per_token": 2.5}]
+    assert fewest_matching_steps(rows, "MDM")["steps"] == 16
+    assert fewest_matching_steps(rows, "MDM", tolerance=0.01)["steps"] == 32
+    assert fewest_matching_steps(rows, "MDM + RADD cache") is None
 
 
 def test_bad_input_names_the_argument():

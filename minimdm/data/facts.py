@@ -54,10 +54,12 @@ class FactSplit:
 
 
 def _unique_words(rng: random.Random, consonants: str, count: int, words: int) -> list[str]:
-    seen: set[str] = set()
-    while len(seen) < count:
-        seen.add(" ".join(pseudo_word(rng, consonants) for _ in range(words)))
-    return sorted(seen, key=lambda _: rng.random())
+    """``count`` distinct names in the order ``rng`` drew them. (Not a set: its order follows the process's string
+    hashing, which Python randomises per process, so the same seed would give other facts in another run.)"""
+    unique: dict[str, None] = {}  # a dict keeps insertion order
+    while len(unique) < count:
+        unique[" ".join(pseudo_word(rng, consonants) for _ in range(words))] = None
+    return list(unique)
 
 
 def make_facts(num_facts: int, num_both_ways: int, words: int = 2, seed: int = 0) -> FactSplit:
