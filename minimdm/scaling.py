@@ -148,24 +148,25 @@ def run_sweep(sweep: SweepConfig, results_path=None, device="cpu", jobs: int = 1
             "flops": "6 N_non-embedding + 12 n_layers T d per training token, charged alike to ARM and MDM"}
     todo = [(sweep, kind, budget, size, device) for budget in sweep.budgets for size in sweep.sizes
             for kind in sweep.kinds if run_key(kind, budget, size) not in done]
-    if jobs == 1:
-        data = prepare_data(sweep.base)
-        finished = (train_one(*job, data=data) for job in todo)
-    else:
-        import torch.multiprocessing as mp  # spawn: CUDA cannot be shared with forked children
 
-        pool = mp.get_context("spawn").Pool(jobs)
-        finished = pool.imap_unordered(_train_one_job, todo)
-    for run in finished:
+    def record(run):  # keep every finished run at once, so an interrupted sweep loses at most the runs in flight
         runs.append(run)
         if results_path:
             save_runs(results_path, runs, meta)
         if log:
             log(f"{run['kind']} C={run['budget']:.0e} N={run['params']:>8,d} steps={run['steps']:>6d} "
                 f"val={run['loss']:.4f}±{run['loss_se']:.4f} ({run['seconds']:.0f} s)")
-    if jobs > 1:
-        pool.close()
-        pool.join()
+
+    if jobs == 1:
+        data = prepare_data(sweep.base)
+        for job in todo:
+            record(train_one(*job, data=data))
+    else:
+        import torch.multiprocessing as mp  # spawn: CUDA cannot be shared with forked children
+
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            for run in pool.imap_unordered(_train_one_job, todo):
+                record(run)
     return runs
 
 

@@ -1,9 +1,12 @@
-"""IsoFLOP fits: known exponents come back from synthetic points; the compute multiplier; bad input."""
+"""IsoFLOP fits: known exponents come back from synthetic points; the compute multiplier; a parallel sweep gives
+the serial one's numbers and resumes; bad input."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from minimdm.scaling import (compute_multiplier, fit_parabola, fit_power_law, fit_scaling, steps_for_budget,
-                             sweep_for)
+from minimdm.scaling import (compute_multiplier, fit_parabola, fit_power_law, fit_scaling, run_sweep,
+                             steps_for_budget, sweep_for)
 
 
 def synthetic_runs(kind, loss_coef, loss_exponent, params_coef, params_exponent, budgets, curvature=0.3):
@@ -57,9 +60,22 @@ def test_steps_for_budget():
     assert steps_for_budget(1.0, 1e5, 16, 64) == 1  # never zero steps
 
 
+def test_parallel_sweep_equals_the_serial_one_and_resumes(tmp_path):
+    sweep = replace(sweep_for("quick"), budgets=(1e8,), sizes=((1, 16, 2), (1, 24, 2)))
+    serial = run_sweep(sweep, tmp_path / "serial.json", log=None)
+    parallel = run_sweep(sweep, tmp_path / "parallel.json", jobs=2, log=None)
+    def numbers(runs):
+        return {run["key"]: (run["loss"], run["steps"]) for run in runs}
+
+    assert len(serial) == 4 and numbers(parallel) == numbers(serial)
+    assert run_sweep(sweep, tmp_path / "serial.json", log=None) == serial  # everything done: nothing retrained
+
+
 def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match=r"preset='tpu'.*allowed values"):
         sweep_for("tpu")
+    with pytest.raises(ValueError, match="jobs=0"):
+        run_sweep(sweep_for("quick"), jobs=0)
     with pytest.raises(ValueError, match="budget=0"):
         steps_for_budget(0, 1e5, 16, 64)
     with pytest.raises(ValueError, match="at least 3 model sizes"):
