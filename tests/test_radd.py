@@ -209,6 +209,19 @@ def test_ordered_sampler_follows_the_order_one_call_per_position():
     assert bool((result.nfe_per_row == 6).all()) and result.nfe == 6
 
 
+def test_ordered_sampler_skips_visible_positions_row_by_row():
+    chain = MarkovChain(vocab_size=16, seed=0)
+    canvas = torch.full((3, 8), 16)
+    canvas[0, :5] = 7  # 3 masks left
+    canvas[1] = 2  # nothing to fill: never a call
+    canvas[2, ::2] = 1  # 4 masks left
+    result = ordered_sample(chain.oracle_denoiser(), mask_id=16, canvas=canvas, order="random",
+                            generator=torch.Generator().manual_seed(0), record_history=False)
+    assert result.nfe_per_row.tolist() == [3, 0, 4] and not bool((result.tokens == 16).any())
+    visible = canvas != 16
+    assert torch.equal(result.tokens[visible], canvas[visible])
+
+
 def test_ordered_sampler_draws_from_the_data_law():
     """With exact conditionals every order samples p_data: mean -log p(x) per token matches the entropy rate."""
     chain = MarkovChain(vocab_size=8, seed=0)

@@ -197,12 +197,16 @@ def ordered_sample(denoiser, *, mask_id: int, length: int | None = None, batch_s
     B, L = x.shape
     device, nfe_per_row = x.device, result.nfe_per_row
     order = _order_tensor(order, B, L, device, generator)
+    # Step j fills position pi(j) and nothing else, so it is masked then iff it is masked now: which rows call
+    # the network at each step is known up front (one transfer to the host, no waiting inside the loop).
+    to_fill = (x.gather(1, order) == mask_id).T  # (L, B)
+    calls_per_step = to_fill.sum(1).tolist()
+    rows_per_step = torch.split(to_fill.nonzero()[:, 1], calls_per_step)
     for j in range(L):
         value_u = torch.rand(B, dtype=torch.float64, device=device, generator=generator)
-        position = order[:, j]  # (B,) pi(j)
-        rows = (x.gather(1, position[:, None]).squeeze(1) == mask_id).nonzero().flatten()
-        if not len(rows):
+        if not calls_per_step[j]:
             continue
+        rows, position = rows_per_step[j], order[:, j]  # position: (B,) pi(j)
         lam = (x[rows] == mask_id).double().mean(1)
         logits = conditional_logits(denoiser, x[rows], lam)  # (R, L, K)
         probs = torch.softmax(logits[torch.arange(len(rows), device=device), position[rows]].double(), -1)  # (R, K)
