@@ -229,6 +229,11 @@ def speed_quality(arm, mdm, chain, length: int, mdm_steps, batch_size: int = 64,
 def fewest_matching_steps(rows: list[dict], sampler: str, tolerance: float = 0.02) -> dict | None:
     """The row of ``sampler`` with the fewest steps whose sample NLL is within ``tolerance`` nats of the ARM's
     (SMDM's S*), or None if no step count gets there."""
+    names = sorted({r["sampler"] for r in rows})
+    if sampler not in names or "ARM + KV cache" not in names:
+        raise ValueError(f"sampler={sampler!r}: the rows hold {names}, and need the 'ARM + KV cache' row too")
+    if tolerance < 0:
+        raise ValueError(f"tolerance={tolerance} must be >= 0 nats")
     arm = next(r for r in rows if r["sampler"] == "ARM + KV cache")
     matching = [r for r in rows if r["sampler"] == sampler and r["nll_per_token"] <= arm["nll_per_token"] + tolerance]
     return min(matching, key=lambda r: r["steps"]) if matching else None

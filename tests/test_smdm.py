@@ -139,6 +139,10 @@ def test_fewest_matching_steps_is_the_smallest_step_count_within_tolerance():
     assert fewest_matching_steps(rows, "MDM")["steps"] == 16
     assert fewest_matching_steps(rows, "MDM", tolerance=0.01)["steps"] == 32
     assert fewest_matching_steps(rows, "MDM + RADD cache") is None
+    with pytest.raises(ValueError, match="sampler='LLaDA'"):
+        fewest_matching_steps(rows, "LLaDA")
+    with pytest.raises(ValueError, match="tolerance=-0.1"):
+        fewest_matching_steps(rows, "MDM", tolerance=-0.1)
 
 
 def test_bad_input_names_the_argument():
