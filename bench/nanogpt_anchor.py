@@ -144,11 +144,13 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimize
     final = evaluate(kind, model, stream, windows, draws * 4, seed=1)  # a more precise last look
     final["seconds"] = curve[-1]["seconds"]
     tokens_per_s = result.step * recipe.batch_size * recipe.seq_len / final["seconds"]
+    best = min(curve, key=lambda point: point["val"])  # nanoGPT's number: it saves only when val improves
     log(f"[{kind}] final after {final['seconds']:.1f} s of training ({result.step} steps, "
-        f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}")
+        f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}; lowest on the way "
+        f"{best['val']:.4f} ± {best['se']:.4f} at {best['seconds']:.1f} s")
     return {"recipe": asdict(recipe), "params_non_embedding": non_embedding_params(model),
             "compile_seconds": compile_seconds, "step_seconds_measured": step_seconds, "steps_done": result.step,
-            "tokens_per_s": tokens_per_s, "curve": curve, "final": final}
+            "tokens_per_s": tokens_per_s, "curve": curve, "best": best, "final": final}
 
 
 def main(argv=None):
