@@ -4,7 +4,9 @@
 * ``cpu``   -- no GPU: minutes on a 2-core laptop.
 * ``gpu``   -- a CUDA device: about ten minutes on one GPU.
 
-``MINIMDM_PRESET=cpu|gpu|quick`` overrides the choice (e.g. to run the CPU preset on a GPU box).
+``MINIMDM_PRESET=cpu|gpu|quick`` overrides the choice (e.g. to run the CPU preset on a GPU box), and
+``MINIMDM_DEVICE=cpu|cuda`` overrides the device (e.g. ``MINIMDM_QUICK=1 MINIMDM_DEVICE=cuda`` smoke-tests the
+GPU code paths in seconds).
 """
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ def pick(*, quick, cpu, gpu):
 
 
 def default_device() -> torch.device:
+    forced = os.environ.get("MINIMDM_DEVICE", "").strip().lower()
+    if forced:
+        if forced not in ("cpu", "cuda"):
+            raise ValueError(f"MINIMDM_DEVICE={forced!r}: allowed values are 'cpu' and 'cuda'")
+        if forced == "cuda" and not torch.cuda.is_available():
+            raise ValueError("MINIMDM_DEVICE='cuda' but torch sees no CUDA device: unset it or use 'cpu'")
+        return torch.device(forced)
     return torch.device("cuda" if torch.cuda.is_available() and preset_name() == "gpu" else "cpu")
 
 

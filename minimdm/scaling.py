@@ -50,10 +50,11 @@ SWEEPS = {
     # 2 CPU cores: tiny budgets, 3 sizes (6k, 17k, 60k non-embedding parameters), 18 runs, ~13k steps in all.
     "cpu": SweepConfig(budgets=(3e10, 1e11, 3e11), sizes=((1, 16, 2), (1, 32, 2), (2, 48, 4)),
                        base=TextRecipe(seq_len=64, batch_size=32, lr=2e-3), eval_windows=64, eval_draws=32),
-    # One GPU (spec §7.2 E): 3 budgets x 4 sizes (0.66M-4.9M) x 2 kinds = 24 runs, T = 128, ~3 min with --jobs 8.
+    # One GPU (spec §7.2 E): 3 budgets x 5 sizes (0.25M-4.9M) x 2 kinds = 30 runs, T = 128, ~6 min with --jobs 8.
     # The corpus is the stdlib's source (~28M training characters): at these budgets Python's docs (0.42M) would
-    # be seen up to 400 times and the ARM overfits (measured); here the most any run sees is ~2.3 epochs.
-    "gpu": SweepConfig(budgets=(3e13, 1e14, 3e14), sizes=((3, 128, 4), (4, 160, 4), (4, 192, 4), (6, 256, 8)),
+    # be seen up to 400 times and the ARM overfits (measured); here the most any run sees is ~6.4 epochs.
+    "gpu": SweepConfig(budgets=(3e13, 1e14, 3e14),
+                       sizes=((2, 96, 4), (3, 128, 4), (4, 160, 4), (4, 192, 4), (6, 256, 8)),
                        base=TextRecipe(corpus="python_stdlib", seq_len=128, batch_size=64, lr=1e-3),
                        eval_windows=256, eval_draws=32),
 }
@@ -146,6 +147,14 @@ def run_sweep(sweep: SweepConfig, results_path=None, device="cpu", jobs: int = 1
             "python": platform.python_version(),  # the Python corpora depend on it
             "eval_windows": sweep.eval_windows, "eval_draws": sweep.eval_draws,
             "flops": "6 N_non-embedding + 12 n_layers T d per training token, charged alike to ARM and MDM"}
+    if runs:  # resuming: the runs on file must have been made under the same settings as the new ones
+        kept = json.loads(Path(results_path).read_text())["meta"]
+        changed = [k for k in ("corpus", "tokenizer", "seq_len", "batch_size", "lr", "python", "eval_windows",
+                               "eval_draws") if kept.get(k) != meta[k]]
+        if changed:
+            raise ValueError(f"results_path={str(results_path)!r} holds runs made with other settings "
+                             f"({', '.join(f'{k}: {kept.get(k)!r} there, {meta[k]!r} now' for k in changed)}): "
+                             "pass another path or delete the file")
     todo = [(sweep, kind, budget, size, device) for budget in sweep.budgets for size in sweep.sizes
             for kind in sweep.kinds if run_key(kind, budget, size) not in done]
 

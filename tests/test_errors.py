@@ -93,3 +93,21 @@ def test_bad_model_config():
         TransformerConfig(vocab_size=5, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="vocab_size=0"):
         TransformerConfig(vocab_size=0)
+
+
+def test_preset_and_device_switches(monkeypatch):
+    from minimdm.presets import default_device, preset_name
+
+    monkeypatch.setenv("MINIMDM_PRESET", "laptop")
+    with pytest.raises(ValueError, match="MINIMDM_PRESET='laptop'.*allowed"):
+        preset_name()
+    monkeypatch.setenv("MINIMDM_PRESET", "quick")
+    monkeypatch.setenv("MINIMDM_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="MINIMDM_DEVICE='tpu'.*'cpu' and 'cuda'"):
+        default_device()
+    monkeypatch.setenv("MINIMDM_DEVICE", "cpu")
+    assert default_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("MINIMDM_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="no CUDA device"):
+            default_device()

@@ -69,6 +69,8 @@ def test_parallel_sweep_equals_the_serial_one_and_resumes(tmp_path):
 
     assert len(serial) == 4 and numbers(parallel) == numbers(serial)
     assert run_sweep(sweep, tmp_path / "serial.json", log=None) == serial  # everything done: nothing retrained
+    with pytest.raises(ValueError, match=r"results_path=.*other settings \(seq_len: 32 there, 16 now\)"):
+        run_sweep(replace(sweep, base=replace(sweep.base, seq_len=16)), tmp_path / "serial.json", log=None)
 
 
 def test_bad_input_names_the_argument():
