@@ -15,6 +15,13 @@ def logits_of(denoiser, x: torch.Tensor, **kwargs) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out
 
 
+def device_of(model) -> torch.device:
+    """Where a model's parameters live (CPU for parameter-free callables such as the toy oracles)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def check_mask_id(mask_id: int, vocab_size: int) -> None:
     """The mask must be an extra id: inside the vocabulary it would collide with a real token."""
     if mask_id < vocab_size:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate, elbo_draws
 from minimdm.mdm.sampler import guided_logits
 
@@ -51,12 +52,14 @@ def answer_log_likelihood(denoiser, prompt, answer, mask_id: int, *, estimator: 
     """Monte Carlo lower bound on log p(answer | prompt) in nats, with its standard error.
 
     ``mc_num`` masked copies are scored, ``batch_size`` per network call; the estimate averages
-    mc_num / batch_size independent batch means (at least 2, so that there is a standard error).
+    mc_num / batch_size independent batch means (at least 2, so that there is a standard error). The ids go to
+    ``device`` (default: where the denoiser's parameters live), and so must ``generator``.
     """
     if batch_size < 1 or mc_num < 2 * batch_size or mc_num % batch_size:
         raise ValueError(f"mc_num={mc_num} must be a multiple of batch_size={batch_size} and at least twice it")
     if cfg_scale < 0:
         raise ValueError(f"cfg_scale={cfg_scale} must be >= 0")
+    device = device_of(denoiser) if device is None else torch.device(device)
     prompt, answer = _as_ids(prompt, "prompt", device), _as_ids(answer, "answer", device)
     if answer.numel() == 0:
         raise ValueError("answer is empty: there is nothing to score")
@@ -77,7 +80,7 @@ def score_choices(denoiser, prompt, choices, mask_id: int, *, common_random_numb
     otherwise each candidate gets its own seed.
     """
     device = likelihood_kwargs.get("device")
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = device_of(denoiser) if device is None else torch.device(device)
     scores = []
     for index, choice in enumerate(choices):
         generator = torch.Generator(device=device)

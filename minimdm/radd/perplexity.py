@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
 from minimdm.radd.losses import RADDLoss, get_loss
-from minimdm.radd.sampling import device_of
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.sampler import SampleResult
 from minimdm.mdm.schedules import Schedule
 from minimdm.radd.score import conditional_logits, is_time_conditioned, resolve_schedule
@@ -40,13 +41,6 @@ def _start_canvas(canvas, length, batch_size, mask_id, device):
     if canvas.dim() != 2:
         raise ValueError(f"canvas must have shape (batch, length), got {tuple(canvas.shape)}")
     return canvas.clone()
-
-
-def device_of(model) -> torch.device:
-    """Where a model's parameters live (CPU for parameter-free callables such as the toy oracles)."""
-    parameters = getattr(model, "parameters", None)
-    first = next(iter(parameters()), None) if callable(parameters) else None
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _draw_from_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
