@@ -19,6 +19,7 @@ import time
 import torch
 
 from minimdm.arm import sample_arm, validation_loss
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
 from minimdm.radd.sampling import tau_leaping_sample
@@ -113,8 +114,9 @@ def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 
     * reverse_infill:   "[M..M] is B." -> A   (the training format read backwards; a left-to-right ARM cannot)
     * reverse_query:    "B is " -> A          (the real reversal test)
     """
-    encode = lambda texts: torch.tensor([tokenizer.encode(t) for t in texts])  # noqa: E731
-    decode = lambda rows: [tokenizer.decode(r) for r in rows]  # noqa: E731
+    device = device_of(model)
+    encode = lambda texts: torch.tensor([tokenizer.encode(t) for t in texts], device=device)  # noqa: E731
+    decode = lambda rows: [tokenizer.decode(r) for r in rows.tolist()]  # noqa: E731
     names, descriptions = [f.name for f in facts], [f.description for f in facts]
     guidance = cfg_scale if kind == "mdm" else 0.0
     forward = complete(kind, model, encode([f"{a} is " for a in names]), len(descriptions[0]) + 1, guidance)
@@ -160,6 +162,32 @@ def drifted_chain(chain, delta: float, seed: int = 1):
     drifted.initial = drifted.stationary()
     drifted._powers = None  # the oracle's cache of matrix powers belongs to the old T
     return drifted
+
+
+class LossSnapshots:
+    """An ``eval_fn`` for the trainer that keeps a copy of the weights with their validation loss at every evaluation,
+    so that a run can afterwards be cut back to the point where its loss matches another model's. SMDM's temporal
+    shift example pairs an ARM with an MDM given ~16x its compute, i.e. roughly loss-matched (mdm_core.md §1.6).
+    """
+
+    def __init__(self, kind: str, source, num_windows: int = 256, draws: int = 8):
+        self.kind, self.source, self.num_windows, self.draws = kind, source, num_windows, draws
+        self.losses, self.states = [], []
+
+    def __call__(self, model) -> dict:
+        loss = validation_loss(self.kind, model, self.source, self.num_windows, self.draws).mean
+        self.losses.append(loss)
+        self.states.append({name: value.detach().clone() for name, value in model.state_dict().items()})
+        return {"val": loss}
+
+    def load_closest(self, model, target: float) -> int:
+        """Load into ``model`` the kept weights whose loss is nearest ``target``; return their index (the same as in
+        the ``TrainResult.evals`` of the run)."""
+        if not self.losses:
+            raise ValueError("no snapshots yet: pass this object as eval_fn (with eval_every > 0) to the trainer")
+        index = min(range(len(self.losses)), key=lambda i: abs(self.losses[i] - target))
+        model.load_state_dict(self.states[index])
+        return index
 
 
 def shift_degradation(models: dict, before, after, num_windows: int = 256, draws: int = 8) -> dict:
@@ -239,5 +267,5 @@ def fewest_matching_steps(rows: list[dict], sampler: str, tolerance: float = 0.0
     return min(matching, key=lambda r: r["steps"]) if matching else None
 
 
-__all__ = ["LineSet", "MarkovSource", "complete", "drifted_chain", "exact_match", "fewest_matching_steps",
+__all__ = ["LineSet", "LossSnapshots", "MarkovSource", "complete", "drifted_chain", "exact_match", "fewest_matching_steps",
            "greedy_infill", "guidance_sweep", "reverse_curse_scores", "shift_degradation", "speed_quality"]

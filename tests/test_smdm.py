@@ -10,7 +10,7 @@ from minimdm.data.facts import make_facts, make_skewed_lookup
 from minimdm.data.tasks import TaskTokenizer
 from minimdm.mdm.likelihood import answer_log_likelihood
 from minimdm.mdm.sampler import guided_logits
-from minimdm.smdm import LineSet, drifted_chain, exact_match, fewest_matching_steps, greedy_infill, speed_quality
+from minimdm.smdm import LineSet, LossSnapshots, MarkovSource, drifted_chain, exact_match, fewest_matching_steps, greedy_infill, speed_quality
 from minimdm.toys.markov import MarkovChain
 
 
@@ -119,6 +119,23 @@ def test_drifted_chain():
     assert (moved.transition - chain.transition).abs().max() > 0.01
     assert torch.allclose(moved.initial @ moved.transition, moved.initial, atol=1e-10)
     assert chain.transition is not moved.transition  # the original is untouched
+
+
+def test_loss_snapshots_cut_a_run_back_to_a_matched_loss():
+    from minimdm.arm import train_kind, validation_loss
+    from minimdm.recipes import TextRecipe
+
+    chain = MarkovChain(vocab_size=5, seed=0)
+    source = MarkovSource(chain, length=12, val_size=32)
+    snapshots = LossSnapshots("arm", source, num_windows=32)
+    with pytest.raises(ValueError, match="no snapshots yet"):
+        snapshots.load_closest(tiny_transformer(vocab_size=5, length=12, causal=True), 1.0)
+    recipe = TextRecipe(seq_len=12, n_layers=1, d_model=16, n_heads=2, batch_size=16, steps=30, lr=1e-2, warmup_steps=2)
+    model, result = train_kind(recipe, "arm", source, 5, progress=False, eval_fn=snapshots, eval_every=5)
+    assert [e["val"] for e in result.evals] == snapshots.losses and len(snapshots.losses) == 6
+    assert snapshots.losses[0] > snapshots.losses[-1] + 0.05  # the run learned, so the early snapshot differs
+    index = snapshots.load_closest(model, snapshots.losses[1] + 1e-4)
+    assert index == 1 and validation_loss("arm", model, source, 32).mean == pytest.approx(snapshots.losses[1], abs=1e-6)
 
 
 def test_speed_quality_rows_count_calls_and_score_real_samples():
