@@ -50,9 +50,10 @@ SWEEPS = {
     # 2 CPU cores: tiny budgets, 3 sizes (6k, 17k, 60k non-embedding parameters), 18 runs, ~13k steps in all.
     "cpu": SweepConfig(budgets=(3e10, 1e11, 3e11), sizes=((1, 16, 2), (1, 32, 2), (2, 48, 4)),
                        base=TextRecipe(seq_len=64, batch_size=32, lr=2e-3), eval_windows=64, eval_draws=32),
-    # One GPU (spec §7.2 E): 3 budgets x 5 sizes (0.25M-4.9M) x 2 kinds = 30 runs, T = 128, ~6 min with --jobs 8.
+    # One GPU (spec §7.2 E): 3 budgets x 5 sizes (0.24M-4.9M) x 2 kinds = 30 runs, T = 128. On one H200 the runs
+    # summed to 28 min of training, the longest 233 s; --jobs 8 runs them side by side.
     # The corpus is the stdlib's source (~28M training characters): at these budgets Python's docs (0.42M) would
-    # be seen up to 400 times and the ARM overfits (measured); here the most any run sees is ~6.4 epochs.
+    # be seen up to 400 times and the ARM overfits (measured); here the most any run sees is ~6 epochs.
     "gpu": SweepConfig(budgets=(3e13, 1e14, 3e14),
                        sizes=((2, 96, 4), (3, 128, 4), (4, 160, 4), (4, 192, 4), (6, 256, 8)),
                        base=TextRecipe(corpus="python_stdlib", seq_len=128, batch_size=64, lr=1e-3),
