@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from minimdm.data import BPETokenizer, CharTokenizer
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.sampler import REMASKING, generate
 from minimdm.presets import PRESETS, preset_name
 from minimdm.recipes import TextRecipe, nats_to_bits, recipe_for, train_text_mdm, validation_nelbo
@@ -24,7 +25,7 @@ def load_tokenizer(directory: Path):
 
 def print_samples(model, tokenizer, stream, count: int, gen_length: int, steps: int, remasking: str,
                   temperature: float, prompt_length: int = 16, seed: int = 0) -> None:
-    device = next(model.parameters()).device
+    device = device_of(model)
     generator = torch.Generator(device=device).manual_seed(seed)
     prompts = stream.windows("val", count)[:, :prompt_length].to(device)
     result = generate(model, prompts, gen_length=gen_length, steps=steps, mask_id=model.mask_id,

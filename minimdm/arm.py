@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from minimdm.data import TokenStream
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.mdm.sampler import SampleResult, gumbel_argmax
@@ -76,7 +77,7 @@ def validation_nll(model, stream: TokenStream, num_windows: int, batch_size: int
     One observation per window (its mean NLL per token); the standard error is over windows, i.e. it is the
     spread of the data alone (there is no Monte Carlo noise in an exact likelihood).
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     windows = stream.windows("val", num_windows).to(device)
     per_window = [token_nll(model, chunk).mean(1) for chunk in windows.split(batch_size)]
     return Estimate.from_draws(torch.cat(per_window))
@@ -110,7 +111,7 @@ def sample_arm(model, prompt: torch.Tensor | None = None, *, num_tokens: int, te
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
     start_id = start_token_id(model)
-    device = next(model.parameters()).device
+    device = device_of(model)
     if prompt is None:
         prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
     if prompt.dim() != 2:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from minimdm.data import TokenStream, get_tokenizer, load_corpus
+from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.likelihood import corpus_nelbo
 from minimdm.mdm.loss import mdm_pretrain_loss
@@ -83,7 +84,7 @@ def train_text_mdm(recipe: TextRecipe, device="cpu", checkpoint_dir=None, progre
 def validation_nelbo(model, stream: TokenStream, num_windows: int, draws: int, batch_size: int = 64,
                      seed: int = 0) -> Estimate:
     """NELBO in nats per token on held-out windows: the l-estimator, ``draws`` per window, with a standard error."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     windows = stream.windows("val", num_windows).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     return corpus_nelbo(model, windows, model.mask_id, estimator="l", num_draws=draws, batch_size=batch_size,

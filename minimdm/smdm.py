@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from minimdm.arm import sample_arm, validation_loss
+from minimdm.arm import check_kind, sample_arm, validation_loss
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
@@ -171,7 +171,7 @@ class LossSnapshots:
     """
 
     def __init__(self, kind: str, source, num_windows: int = 256, draws: int = 8):
-        self.kind, self.source, self.num_windows, self.draws = kind, source, num_windows, draws
+        self.kind, self.source, self.num_windows, self.draws = check_kind(kind), source, num_windows, draws
         self.losses, self.states = [], []
 
     def __call__(self, model) -> dict:
@@ -226,7 +226,7 @@ def speed_quality(arm, mdm, chain, length: int, mdm_steps, batch_size: int = 64,
 
     Every sampler starts from the same seed; the data's entropy rate is the floor of the NLL.
     """
-    device = next(arm.parameters()).device
+    device = device_of(arm)
     no_prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # puts the MDM's canvas on the device
 
     def arm_sampler(generator, steps):

@@ -128,6 +128,8 @@ def test_loss_snapshots_cut_a_run_back_to_a_matched_loss():
     chain = MarkovChain(vocab_size=5, seed=0)
     source = MarkovSource(chain, length=12, val_size=32)
     snapshots = LossSnapshots("arm", source, num_windows=32)
+    with pytest.raises(ValueError, match="kind='gpt'"):
+        LossSnapshots("gpt", source)
     with pytest.raises(ValueError, match="no snapshots yet"):
         snapshots.load_closest(tiny_transformer(vocab_size=5, length=12, causal=True), 1.0)
     recipe = TextRecipe(seq_len=12, n_layers=1, d_model=16, n_heads=2, batch_size=16, steps=30, lr=1e-2, warmup_steps=2)
