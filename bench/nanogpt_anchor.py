@@ -1,7 +1,9 @@
 """The harness check: minimdm's ARM at nanoGPT's shakespeare_char recipe, then the same-size MDM against it.
 
     python bench/nanogpt_anchor.py                      # CUDA: ARM 60 s, then MDM 300 s; writes a JSON
-    python bench/nanogpt_anchor.py --mdm-seconds 900    # the moonshot: how close does the MDM get in 15 min?
+    python bench/nanogpt_anchor.py --skip arm --mdm-seconds 900 --checkpoint-dir runs/moonshot --out \
+        bench/results/nanogpt_moonshot_<gpu>.json       # the moonshot: how close does the MDM get in 15 min?
+                                                        # (run it again after a time limit: it resumes)
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
 
 Tiny Shakespeare (char level, 90/10 split, through ``load_corpus("tinyshakespeare")``), nats per character on
@@ -19,8 +21,10 @@ all validation windows of 256 characters, both kinds on the *same* windows:
   ends when the time budget does. Reported: the NELBO (l-estimator, an upper bound on the NLL) with its
   standard error. Target: <= 1.55 within 5 minutes.
 
-Time is training time: evaluations are excluded, and ``torch.compile`` is warmed up before the clock starts
-(its compile time is reported separately). bf16 autocast and fused AdamW on CUDA, as in the trainer.
+Time is training time, the trainer's own clock: evaluations and checkpoints are excluded, and ``torch.compile`` is
+warmed up before the clock starts (its compile time is reported separately). bf16 autocast and fused AdamW on
+CUDA, as in the trainer. With ``--checkpoint-dir`` a run cut short by a time limit continues exactly where its last
+checkpoint (one per evaluation) left it when the same command runs again; a finished run is not trained further.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from minimdm.arm import loss_function, token_nll, train_kind
 from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
 from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
+from minimdm.train import CHECKPOINT_FILE, read_checkpoint
 
 NANOGPT_ARM = TextRecipe(corpus="tinyshakespeare", seq_len=256, n_layers=6, d_model=384, n_heads=6, dropout=0.2,
                          batch_size=64, steps=5000, lr=1e-3, warmup_steps=100)
@@ -51,24 +56,6 @@ QUICK_SHAPE = dict(seq_len=64, n_layers=2, d_model=64, n_heads=4, batch_size=16)
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class TrainingClock:
-    """Seconds of training so far: wall time since ``start()`` minus the time spent inside evaluations."""
-
-    def __init__(self, device):
-        self.device, self.started, self.paused = device, None, 0.0
-
-    def start(self):
-        sync(self.device)
-        self.started, self.paused = time.perf_counter(), 0.0
-
-    def now(self) -> float:
-        sync(self.device)
-        return time.perf_counter() - self.started - self.paused
-
-    def pause(self, seconds: float):
-        self.paused += seconds
 
 
 def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int) -> tuple[float, float]:
@@ -111,39 +98,38 @@ def evaluate(kind, model, stream, windows, draws, seed=0) -> dict:
 
 
 def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimizer, stream, vocab_size, log,
-             max_windows=None):
+             max_windows=None, checkpoint_dir=None):
     model = build_model(recipe, vocab_size, causal=kind == "arm").to(device)
     # The trainer gets the compiled wrapper itself (and compile=False), so the graphs compiled during the
     # warm-up are the ones it trains with; evaluation uses the eager model, which shares the parameters.
     forward = torch.compile(model) if compile else model
     compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10)
-    if kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
+    resuming = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists()
+    if resuming:  # the first run sized the schedule; the rest of it must follow the same one
+        recipe = replace(recipe, steps=read_checkpoint(checkpoint_dir)[2]["train"]["steps"])
+    elif kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
         recipe = replace(recipe, steps=max(recipe.warmup_steps + 10, int(0.97 * seconds / (1.05 * step_seconds))))
     log(f"[{kind}] compile/warm-up {compile_seconds:.1f} s, ~{step_seconds * 1e3:.1f} ms per fwd+bwd, "
-        f"schedule {recipe.steps} steps, budget {seconds:.0f} s")
+        f"schedule {recipe.steps} steps, budget {seconds:.0f} s" + (f", resuming from {checkpoint_dir}" if resuming else ""))
     windows = stream.windows("val", max_windows)
-    clock, curve = TrainingClock(device), []
 
     def eval_fn(_compiled):
-        seconds_so_far = clock.now()
-        start = time.perf_counter()
         model.eval()
         metrics = evaluate(kind, model, stream, windows, draws)
-        curve.append({"seconds": seconds_so_far, **metrics})
-        log(f"[{kind}] {seconds_so_far:6.1f} s  val {metrics['val']:.4f} ± {metrics['se']:.4f}")
-        clock.pause(time.perf_counter() - start)
+        log(f"[{kind}] val {metrics['val']:.4f} ± {metrics['se']:.4f}")
         return metrics
 
-    clock.start()
+    # The trainer's clock counts training only (not evaluations, not checkpoints), and a checkpoint at every
+    # evaluation lets a run cut short by a time limit continue exactly where it stopped.
     _, result = train_kind(recipe, kind, stream, vocab_size, device, progress=False, compile=False, model=forward,
-                           max_seconds=seconds, eval_fn=eval_fn, eval_every=eval_every,
-                           **({"log_every": eval_every} | optimizer))
+                           max_seconds=seconds, eval_fn=eval_fn, eval_every=eval_every, checkpoint_dir=checkpoint_dir,
+                           **({"log_every": eval_every, "checkpoint_every": eval_every if checkpoint_dir else 0}
+                              | optimizer))
     model.eval()
-    for entry, evaluation in zip(curve, result.evals):
-        entry["step"] = evaluation["step"]
+    curve = result.evals  # {"step", "seconds", "val", "se"}: the trainer's record, kept across resumes
     final = evaluate(kind, model, stream, windows, draws * 4, seed=1)  # a more precise last look
-    final["seconds"] = curve[-1]["seconds"]
-    tokens_per_s = result.step * recipe.batch_size * recipe.seq_len / final["seconds"]
+    final["seconds"] = result.seconds
+    tokens_per_s = result.tokens / result.seconds
     best = min(curve, key=lambda point: point["val"])  # nanoGPT's number: it saves only when val improves
     log(f"[{kind}] final after {final['seconds']:.1f} s of training ({result.step} steps, "
         f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}; lowest on the way "
@@ -160,6 +146,9 @@ def main(argv=None):
     parser.add_argument("--mdm-seconds", type=float, default=300.0)
     parser.add_argument("--skip", choices=("arm", "mdm"), default=None, help="run only the other kind")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/nanogpt_anchor_<device>.json)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="checkpoint every evaluation under DIR/<kind>; run the same command again to continue a "
+                             "run that a time limit cut short (e.g. the 15-minute moonshot in 10-minute pieces)")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -185,13 +174,15 @@ def main(argv=None):
     print(f"device {name} | torch {torch.__version__} | corpus {arm_recipe.corpus} | "
           f"{report['val_windows']} validation windows of {arm_recipe.seq_len}", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
+    checkpoint_for = lambda kind: str(Path(args.checkpoint_dir) / kind) if args.checkpoint_dir else None  # noqa: E731
     if args.skip != "arm":
         report["arm"] = run_kind("arm", arm_recipe, arm_seconds, device, compile, arm_every, draws,
-                                 NANOGPT_OPTIMIZER, stream, tokenizer.vocab_size, log, max_windows)
+                                 NANOGPT_OPTIMIZER, stream, tokenizer.vocab_size, log, max_windows,
+                                 checkpoint_for("arm"))
     if args.skip != "mdm":
         report["mdm"] = run_kind("mdm", mdm_recipe, mdm_seconds, device, compile, mdm_every, draws,
                                  {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}, stream,
-                                 tokenizer.vocab_size, log, max_windows)
+                                 tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"))
     tag = "quick" if args.quick else name.split()[-1].lower()
     out = Path(args.out or f"bench/results/nanogpt_anchor_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", "tokens_per_s", "mfu"}
-    evals: list[dict] = field(default_factory=list)  # {"step", **eval_fn(model)}
+    evals: list[dict] = field(default_factory=list)  # {"step", "seconds" of training so far, **eval_fn(model)}
     step: int = 0
     seconds: float = 0.0
     tokens: int = 0
@@ -137,9 +137,11 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
 
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
                desc="train", dynamic_ncols=True)
-    window_tokens, window_start = 0, time.perf_counter()
+    window_tokens, window_start, done = 0, time.perf_counter(), start_step
     model.train()
     for step in bar:
+        if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
+            break  # checked before the step, so a resumed run that had used its time trains nothing more
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -171,14 +173,14 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
             bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}", **({"mfu": f"{mfu:.1%}"} if mfu else {}))
             window_tokens, window_start = 0, time.perf_counter()
         if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            result.evals.append({"step": done, **_evaluate(model, eval_fn)})
-            window_start = time.perf_counter()  # evaluation time is not training time
+            paused = time.perf_counter()
+            seconds = result.seconds + (paused - window_start)
+            result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
+            window_start += time.perf_counter() - paused  # evaluation time is not training time
         if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-            result.step = done
+            paused, result.step = time.perf_counter(), done
             save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
-            window_start = time.perf_counter()
-        if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
-            break
+            window_start += time.perf_counter() - paused  # nor is writing a checkpoint
     bar.close()
     if window_tokens:  # stopped early by max_seconds: log the partial window too
         elapsed = time.perf_counter() - window_start
@@ -186,9 +188,10 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
                                "tokens_per_s": window_tokens / max(elapsed, 1e-9), "mfu": None})
         result.seconds += elapsed
         result.tokens += window_tokens
-    result.step = done if cfg.steps > start_step else start_step
-    if eval_fn is not None:
-        result.evals.append({"step": result.step, **_evaluate(model, eval_fn)})
+    result.step = done
+    evaluated = bool(result.evals) and result.evals[-1]["step"] == done  # e.g. a finished run, resumed
+    if eval_fn is not None and not evaluated:
+        result.evals.append({"step": result.step, "seconds": result.seconds, **_evaluate(model, eval_fn)})
     if cfg.checkpoint_dir:
         save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
     return result

@@ -1,4 +1,6 @@
 """The trainer: it learns, it resumes exactly, and its checkpoints are atomic and checked."""
+import time
+
 import pytest
 import torch
 
@@ -51,6 +53,31 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     resumed_weights = load_model(tmp_path).state_dict()
     for name, value in uninterrupted_model.state_dict().items():
         assert torch.equal(resumed_weights[name], value), name
+
+
+def test_evaluations_and_checkpoints_are_not_training_time(tmp_path):
+    def slow_eval(model):
+        time.sleep(0.3)
+        return {"probe": 1.0}
+
+    start = time.perf_counter()
+    result = train(fresh_model(), loss_fn, batch_fn, config(steps=20, eval_every=5, checkpoint_dir=str(tmp_path),
+                                                            checkpoint_every=5), eval_fn=slow_eval)
+    wall = time.perf_counter() - start
+    assert [e["step"] for e in result.evals] == [5, 10, 15, 20]
+    seconds = [e["seconds"] for e in result.evals]
+    assert seconds == sorted(seconds) and seconds[-1] == result.seconds > 0
+    assert result.seconds < wall - 4 * 0.3  # the four evaluations slept 1.2 s that the clock must not count
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    cfg = config(steps=10, eval_every=5, checkpoint_dir=str(tmp_path), checkpoint_every=5)
+    probe = lambda model: {"probe": float(next(model.parameters()).sum())}  # noqa: E731
+    first = train(fresh_model(), loss_fn, batch_fn, cfg, eval_fn=probe)
+    again = train(fresh_model(), loss_fn, batch_fn, cfg, eval_fn=probe)
+    assert again.evals == first.evals and again.history == first.history and again.step == 10
+    out_of_time = config(steps=40, max_seconds=0.0, checkpoint_dir=str(tmp_path / "timed"))
+    assert train(fresh_model(), loss_fn, batch_fn, out_of_time).step == 0  # the budget is checked before a step
 
 
 def test_training_lowers_the_loss():
