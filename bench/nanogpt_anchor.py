@@ -110,7 +110,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimize
     elif kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
         recipe = replace(recipe, steps=max(recipe.warmup_steps + 10, int(0.97 * seconds / (1.05 * step_seconds))))
     log(f"[{kind}] compile/warm-up {compile_seconds:.1f} s, ~{step_seconds * 1e3:.1f} ms per fwd+bwd, "
-        f"schedule {recipe.steps} steps, budget {seconds:.0f} s" + (f", resuming from {checkpoint_dir}" if resuming else ""))
+        f"schedule {recipe.steps} steps, budget {seconds:.0f} s" + (f", resuming {checkpoint_dir}" if resuming else ""))
     windows = stream.windows("val", max_windows)
 
     def eval_fn(_compiled):

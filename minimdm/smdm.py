@@ -267,5 +267,6 @@ def fewest_matching_steps(rows: list[dict], sampler: str, tolerance: float = 0.0
     return min(matching, key=lambda r: r["steps"]) if matching else None
 
 
-__all__ = ["LineSet", "LossSnapshots", "MarkovSource", "complete", "drifted_chain", "exact_match", "fewest_matching_steps",
-           "greedy_infill", "guidance_sweep", "reverse_curse_scores", "shift_degradation", "speed_quality"]
+__all__ = ["LineSet", "LossSnapshots", "MarkovSource", "complete", "drifted_chain", "exact_match",
+           "fewest_matching_steps", "greedy_infill", "guidance_sweep", "reverse_curse_scores", "shift_degradation",
+           "speed_quality"]
