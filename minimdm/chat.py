@@ -2,47 +2,17 @@
 
     python -m minimdm sample --chat --checkpoint runs/llada_sft
 
-The canvas is LLaDA's (mdm_core.md §2.4): the rendered conversation, left-padded to a common width, then
-``gen_length`` masks; the sampler fills them and the answer is read up to the first EOS.
+Answers come from ``minimdm.mdm.answers`` (LLaDA's canvas and sampler); this module scores them and talks.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from minimdm.mdm.answers import Answers, answer_conversations, answer_prompts
 
-from minimdm.mdm.sampler import SampleResult, generate
-from minimdm.mdm.sft import ChatTemplate, left_pad
-
-
-@dataclass
-class Answers:
-    texts: list[str]  # decoded answers, cut at the first EOS
-    result: SampleResult  # the sampler's output and history (for the unmasking widget)
-
-
-def answer_conversations(model, tokenizer, conversations: list[list[dict]], *, gen_length: int, steps: int,
-                         block_length: int | None = None, remasking: str = "low_confidence",
-                         temperature: float = 0.0, prompt_length: int | None = None, mask_id: int | None = None,
-                         generator: torch.Generator | None = None, record_history: bool = False,
-                         **sampler_kwargs) -> Answers:
-    """The next assistant turn of every conversation (a list of {"role", "content"} messages), in one batch."""
-    template = ChatTemplate.from_tokenizer(tokenizer)
-    mask_id = model.mask_id if mask_id is None else mask_id
-    device = next(iter(model.state_dict().values()), torch.empty(0)).device  # where the weights live
-    prompts = left_pad([template.prompt(c) for c in conversations], tokenizer.pad_id, mask_id, prompt_length).to(device)
-    result = generate(model, prompts, gen_length=gen_length, steps=steps, block_length=block_length, mask_id=mask_id,
-                      remasking=remasking, temperature=temperature, eos_id=tokenizer.eos_id, eot_id=tokenizer.eot_id,
-                      generator=generator, record_history=record_history, **sampler_kwargs)
-    texts = [tokenizer.decode(row.tolist()) for row in result.generated]
-    return Answers(texts, result)
-
-
-def answer_prompts(model, tokenizer, prompts: list[str], **kwargs) -> Answers:
-    """Single-turn questions: each prompt is one user message."""
-    return answer_conversations(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], **kwargs)
+__all__ = ["Answers", "answer_conversations", "answer_prompts", "exact_match_report", "run_chat",
+           "save_chat_settings", "chat_from_checkpoint", "CHAT_SETTINGS_FILE"]
 
 
 def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **kwargs) -> dict:

@@ -1,0 +1,183 @@
+"""How VRPO estimates the ELBO of an answer: the Monte Carlo design, the masked copies, and the exact enumeration.
+
+B_hat(y) = 1/n_t sum_j 1/n_{y_t} sum_k (1/t_j) sum_{i masked in y^(j,k)} log pi(y^i | y^(j,k), x), with a budget
+n = n_t n_{y_t} masked copies of the answer (Zhu et al. 2025, arXiv 2505.19223, the ELBO estimator of VRPO). Its
+variance splits into a part from the timesteps and a part from the masks drawn at each timestep:
+
+    Var B_hat = Var_t(E[l|t]) / n_t + E_t Var(l|t) / (n_t n_{y_t}),
+
+so at a fixed budget the most timesteps (n_t = n, n_{y_t} = 1) give the smallest variance. An estimate and the
+exact value are the same weighted sum over masked copies of the answer: random copies with weights 1/(t n), or
+*all* 2^n masks with the k-form weights 1/(k C(n, k)) (docs/derivations.md, "Three forms of the ELBO").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.elbo import all_subsets
+from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
+from minimdm.mdm.loss import masked_cross_entropy
+
+ESTIMATORS = ("t", "l")
+
+
+# --- how an ELBO is estimated ----------------------------------------------------------------------------
+
+def _divisors(number: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, number + 1) if number % d == 0)
+
+
+@dataclass(frozen=True)
+class ELBOSampling:
+    """The Monte Carlo design of every B_hat in one DPO-E step.
+
+    * ``num_timesteps`` n_t and ``masks_per_timestep`` n_{y_t}: the budget n = n_t n_{y_t} masked copies per answer;
+    * ``antithetic``: the reference reuses the policy's masked copies (else it draws its own);
+    * ``estimator``: ``"t"`` (the paper's form: t ~ U(0,1), each answer token masked with probability t, weight
+      1/t) or ``"l"`` (LLaDA's: l ~ U{1..n_y} tokens masked, weight n_y/l; same expectation, bounded weights);
+    * ``stratified``: spread the n_t timesteps of an answer evenly over (0,1) (each is still uniform; optional
+      but our option, off by default so the three techniques are compared alone).
+    """
+
+    num_timesteps: int = 8
+    masks_per_timestep: int = 1
+    antithetic: bool = True
+    estimator: str = "t"
+    stratified: bool = False
+
+    def __post_init__(self):
+        for name in ("num_timesteps", "masks_per_timestep"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator={self.estimator!r}: allowed values are {ESTIMATORS}")
+
+    @property
+    def budget(self) -> int:
+        """n = n_t x n_{y_t}: masked copies of each answer, i.e. network passes per answer and per model."""
+        return self.num_timesteps * self.masks_per_timestep
+
+    @classmethod
+    def with_budget(cls, budget: int, num_timesteps: int, **options) -> "ELBOSampling":
+        """Split a budget n into n_t timesteps x n/n_t masks each; n_t must divide n."""
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"budget={budget!r} must be a positive integer")
+        if not isinstance(num_timesteps, int) or num_timesteps < 1 or budget % num_timesteps:
+            raise ValueError(f"num_timesteps={num_timesteps!r} does not divide budget={budget}: "
+                             f"allowed values are the divisors of {budget}: {_divisors(budget)}")
+        return cls(num_timesteps=num_timesteps, masks_per_timestep=budget // num_timesteps, **options)
+
+    def describe(self) -> str:
+        return f"(n_t={self.num_timesteps}, n_yt={self.masks_per_timestep})" + (" + antithetic" if self.antithetic else "")
+
+
+def estimator_family(budget: int = 8, estimator: str = "t") -> dict[str, ELBOSampling]:
+    """The three estimators compared at one budget n (our reading of "equal budget"):
+
+    * ``naive``: one timestep, n masks at it (n_t = 1), independent draws for policy and reference;
+    * ``allocated``: the optimal allocation n_t = n, one mask each, still independent draws;
+    * ``vrpo``: the optimal allocation plus antithetic sampling.
+    """
+    return {
+        "naive": ELBOSampling.with_budget(budget, 1, antithetic=False, estimator=estimator),
+        "allocated": ELBOSampling.with_budget(budget, budget, antithetic=False, estimator=estimator),
+        "vrpo": ELBOSampling.with_budget(budget, budget, antithetic=True, estimator=estimator),
+    }
+
+
+# --- masked copies of an answer and the ELBO as a weighted sum over them ---------------------------------
+
+@dataclass
+class MaskDraws:
+    """Masked copies of B rows: B_hat_b = sum_d coefficients[b, d] sum_{i masked in copy d} log pi(y^i | copy d).
+
+    Monte Carlo draws have coefficient w_d / n (w = 1/t or n_y/l); the exact enumeration has 1/(k C(n_y,k)).
+    """
+
+    inputs: torch.Tensor  # (B, D, L) y_t: answer tokens masked, prompt intact
+    is_masked: torch.Tensor  # (B, D, L) bool
+    coefficients: torch.Tensor  # (B, D) float64
+
+
+def _per_row_timesteps(rows: int, num_timesteps: int, stratified: bool, device, generator) -> torch.Tensor:
+    """(rows, n_t) timesteps t ~ U(0,1); stratified: (u_b + j/n_t) mod 1 within each row."""
+    if stratified:
+        return torch.stack([stratified_uniform(num_timesteps, device, generator) for _ in range(rows)])
+    return torch.rand(rows, num_timesteps, device=device, generator=generator)
+
+
+def _per_row_mask_counts(answer_lengths: torch.Tensor, num_timesteps: int, stratified: bool, generator) -> torch.Tensor:
+    """(rows, n_t) mask counts l ~ U{1..n_y} (the l-form's "timestep"); stratified across each row's n_t."""
+    if stratified:
+        return torch.stack([stratified_counts(num_timesteps, int(n), answer_lengths.device, generator)
+                            for n in answer_lengths])
+    u = torch.rand(answer_lengths.shape[0], num_timesteps, device=answer_lengths.device, generator=generator)
+    return (u * answer_lengths[:, None]).long() + 1
+
+
+def draw_masks(tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int, sampling: ELBOSampling,
+               generator: torch.Generator | None = None) -> MaskDraws:
+    """n = n_t x n_{y_t} independent masked copies of every row of ``tokens`` (B, L); only ``answer_mask`` is noised.
+
+    Timestep j of a row is shared by its n_{y_t} masks; rows never share anything (so y_w and y_l, stacked as
+    different rows, get independent draws). Randomness comes from ``generator`` or the global RNG.
+    """
+    rows, length = tokens.shape
+    n_t, n_yt = sampling.num_timesteps, sampling.masks_per_timestep
+    answer_lengths = answer_mask.sum(1)  # (B,) n_y
+    if bool((answer_lengths == 0).any()):
+        raise ValueError("answer_mask selects no position in some row: there is no answer to score")
+    copies = tokens.repeat_interleave(sampling.budget, 0)  # (B n, L), copy d of row b at b n + d
+    maskable = answer_mask.repeat_interleave(sampling.budget, 0)
+    if sampling.estimator == "t":
+        t = _per_row_timesteps(rows, n_t, sampling.stratified, tokens.device, generator)
+        t = t.clamp_min(torch.finfo(torch.float32).tiny)  # t = 0 masks nothing and has weight 0 * inf
+        per_copy = t.repeat_interleave(n_yt, 1).flatten()  # (B n,) each timestep serves n_yt masks
+        inputs, is_masked = mask_tokens_t(copies, per_copy, mask_id, maskable, generator)
+        weight = 1.0 / per_copy.double()  # w = 1/t
+    else:
+        counts = _per_row_mask_counts(answer_lengths, n_t, sampling.stratified, generator)
+        per_copy = counts.repeat_interleave(n_yt, 1).flatten()  # (B n,)
+        inputs, is_masked = mask_tokens_l(copies, per_copy, mask_id, maskable, generator)
+        weight = answer_lengths.repeat_interleave(sampling.budget).double() / per_copy.double()  # w = n_y / l
+    shape = (rows, sampling.budget, length)
+    return MaskDraws(inputs.view(shape), is_masked.view(shape), (weight / sampling.budget).view(rows, -1))
+
+
+def all_answer_masks(tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int) -> MaskDraws:
+    """Every non-empty mask of the answer of one row ``tokens`` (L,), with the k-form weights (docs/derivations.md):
+
+        B(y|x) = - sum_{k=1}^{n_y} f(k)/k = sum_{S != {}} 1/(|S| C(n_y, |S|)) sum_{i in S} log pi(y^i | y with S masked, x)
+
+    (The same subsets as the core's ``subset_nll_table``, which runs under no_grad; here we need the gradient.)
+    """
+    n = int(answer_mask.sum())
+    if not 1 <= n <= 16:
+        raise ValueError(f"exact enumeration needs 1 to 16 answer positions, got {n}")
+    is_masked = all_subsets(tokens.shape[0], answer_mask, tokens.device)[1:]  # (2^n - 1, L): drop the empty set
+    sizes = is_masked.sum(1)
+    binomial = torch.tensor([math.comb(n, int(k)) for k in sizes], dtype=torch.float64, device=tokens.device)
+    coefficients = 1.0 / (sizes.double() * binomial)
+    inputs = tokens.expand_as(is_masked).masked_fill(is_masked, mask_id)
+    return MaskDraws(inputs[None], is_masked[None], coefficients[None])
+
+
+def elbo_from_draws(denoiser, tokens: torch.Tensor, draws: MaskDraws) -> torch.Tensor:
+    """B_hat (B,) float64 = sum_d c_d sum_{i masked} log pi(y^i | y_t^(d), x); differentiable w.r.t. the denoiser."""
+    rows, copies, length = draws.inputs.shape
+    logits = logits_of(denoiser, draws.inputs.reshape(rows * copies, length))  # (B D, L, K)
+    targets = tokens.repeat_interleave(copies, 0)
+    nll = masked_cross_entropy(logits, targets, draws.is_masked.reshape(rows * copies, length))  # (B D, L)
+    log_likelihood = -nll.sum(1).double().view(rows, copies)  # sum_{i masked} log pi(y^i | y_t, x)
+    return (draws.coefficients * log_likelihood).sum(1)
+
+
+def exact_answer_elbo(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """The exact B(y|x) of each row (B,) by enumerating all masks of its answer; differentiable."""
+    return torch.cat([elbo_from_draws(denoiser, row[None], all_answer_masks(row, mask, mask_id))
+                      for row, mask in zip(tokens, answer_mask)])
