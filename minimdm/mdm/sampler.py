@@ -1,14 +1,18 @@
-"""LLaDA's sampler (mdm_core.md §2.4): fill a canvas of masks in a fixed number of steps.
+"""LLaDA's sampler (arXiv 2502.09992, §2.4): fill a canvas of masks in a fixed number of steps.
 
 At each step the denoiser proposes a token for every masked position; a *transfer count* of them is
-committed and the rest are remasked. Which ones are kept is the remasking strategy:
+committed and the rest are remasked. Which ones are kept is the remasking strategy (LLaDA §2.4 and its
+appendix's remasking algorithms):
 
 * ``"random"``: uniformly random positions. With steps = gen_length and one block this is exactly the
-  any-order autoregressive sampler, whose law is p_mix of §0.2 (the data law, for exact conditionals);
+  any-order autoregressive sampler, whose law is the data law when the conditionals are exact (RADD,
+  arXiv 2406.03736, shows that absorbing diffusion and any-order autoregressive models share one objective);
 * ``"low_confidence"``: the positions whose proposal the model is most sure of (mode-seeking).
 
 ``block_length < gen_length`` fills the canvas block by block, left to right ("semi-autoregressive"); attention
-still sees the whole canvas. The sampler records every frame so widgets and plots only scrub a history.
+still sees the whole canvas. With ``record_history=True`` the sampler records every frame, the model's
+probability of each committed token, and its current top proposal at every masked position, so widgets and
+plots only scrub a history.
 """
 from __future__ import annotations
 
@@ -28,8 +32,14 @@ class SampleResult:
     prompt_length: int
     mask_id: int
     frames: list[torch.Tensor] = field(default_factory=list)  # canvas after each step, frames[0] = start
-    confidences: list[torch.Tensor] = field(default_factory=list)  # (B, P+G) confidence of each committed token, nan if not yet
+    # (B, P+G) per frame: the model's probability of each committed token when it was committed (softmax of the
+    # step's logits, after guidance and EOS suppression, at temperature 1), nan where nothing is committed yet
+    confidences: list[torch.Tensor] = field(default_factory=list)
     nfe: int = 0  # network evaluations (a CFG step counts 2)
+    # Optional, per frame k: the model's top proposal (argmax of the logits computed on frame k, i.e. the next
+    # step's logits) and its probability at every position still masked in frame k; -1 / nan elsewhere
+    proposals: list[torch.Tensor] = field(default_factory=list)  # (B, P+G) long
+    proposal_probs: list[torch.Tensor] = field(default_factory=list)  # (B, P+G) float
 
     @property
     def generated(self) -> torch.Tensor:
@@ -57,7 +67,7 @@ def transfer_counts(num_masked: torch.Tensor, steps: int, schedule: Schedule | N
 
 
 def guided_logits(denoiser, x: torch.Tensor, prompt_mask: torch.Tensor, mask_id: int, cfg_scale: float):
-    """Unsupervised classifier-free guidance (SMDM §1.3, LLaDA §2.4 a).
+    """Unsupervised classifier-free guidance (SMDM, arXiv 2410.18514; LLaDA §2.4).
 
     The unconditional input is x with its prompt positions replaced by the mask (generated tokens kept):
         l = l_u + (w + 1)(l_c - l_u)
@@ -72,7 +82,7 @@ def guided_logits(denoiser, x: torch.Tensor, prompt_mask: torch.Tensor, mask_id:
 
 
 def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> torch.Tensor:
-    """Sample from softmax(logits / tau) as argmax(logits / tau + g), g ~ Gumbel, in float64 (§2.4 c).
+    """Sample from softmax(logits / tau) as argmax(logits / tau + g), g ~ Gumbel, in float64 (as LLaDA's code does).
 
     float64 matters: in low precision the Gumbel noise is coarse and the effective temperature drops.
     temperature 0 is the greedy argmax.
@@ -109,9 +119,15 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
              record_history: bool = True, device=None) -> SampleResult:
     """Generate gen_length tokens after ``prompt`` (B, P) (or unconditionally: batch_size rows on ``device``).
 
-    Follows LLaDA's ``generate`` step by step (mdm_core.md §2.4); the differences are ours and deliberate:
+    Follows LLaDA's ``generate`` step by step (arXiv 2502.09992, §2.4); the differences are ours and deliberate:
     ``confidence_eos_eot_inf`` does what LLaDA intended (EOS and EoT proposals are committed last; the
-    official code's chained assignment only touches EoT, issue #137), and any ``schedule`` can set the counts.
+    official code's chained assignment only touches EoT, GitHub issue #137 of ML-GSAI/LLaDA), and any
+    ``schedule`` can set the counts.
+
+    ``record_history=True`` also records, per frame, the model's probability of every committed token (whatever
+    chose its position: under random remasking the colour is still the model's probability, never the random
+    draw) and the model's top proposal with its probability at every still-masked position. None of it is
+    computed when ``record_history=False``.
     """
     block_length = gen_length if block_length is None else block_length
     _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size)
@@ -132,11 +148,11 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     x = torch.cat([prompt, torch.full((B, gen_length), mask_id, dtype=torch.long, device=device)], dim=1)
     prompt_mask = torch.zeros_like(x, dtype=torch.bool)
     prompt_mask[:, :P] = True
-    committed_confidence = torch.full(x.shape, float("nan"), device=device)
+    committed_probability = torch.full(x.shape, float("nan"), device=device)
     result = SampleResult(tokens=x, prompt_length=P, mask_id=mask_id)
     if record_history:
         result.frames.append(x.cpu().clone())
-        result.confidences.append(committed_confidence.cpu().clone())
+        result.confidences.append(committed_probability.cpu().clone())
 
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
@@ -152,21 +168,30 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
             if logits_eos_inf:
                 logits[..., eos_id] = -torch.inf
             proposal = gumbel_argmax(logits, temperature, generator)  # x_hat (B, L)
+            probs = torch.softmax(logits.double(), -1) if remasking == "low_confidence" or record_history else None
+            model_probability = probs.gather(-1, proposal[..., None]).squeeze(-1) if probs is not None else None
+            if record_history:  # what the model now thinks of the cells still masked in the previous frame
+                top_probability, top_token = probs.max(-1)
+                result.proposals.append(top_token.masked_fill(~is_masked, -1).cpu())
+                result.proposal_probs.append(top_probability.float().masked_fill(~is_masked, float("nan")).cpu())
             if remasking == "low_confidence":  # softmax(l)[x_hat], from the noise-free logits
-                confidence = torch.softmax(logits.double(), -1).gather(-1, proposal[..., None]).squeeze(-1)
+                confidence = model_probability
             else:
                 confidence = torch.rand(x.shape, dtype=torch.float64, device=device, generator=generator)
             if confidence_eos_eot_inf:  # rank EOS / EoT proposals after every other candidate
                 is_end = proposal == eos_id if eot_id is None else (proposal == eos_id) | (proposal == eot_id)
                 confidence = torch.where(is_end, confidence - 2.0, confidence)
-            # Only masked positions inside the current block may be committed (§2.4 e).
+            # Only masked positions inside the current block may be committed.
             confidence = confidence.masked_fill(~(is_masked & in_block), -torch.inf)
             rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
             commit = rank < counts[:, step, None]  # the top-s_j positions of each row
             x = torch.where(commit, proposal, x)
-            committed_confidence = torch.where(commit, confidence.float().clamp_min(0), committed_confidence)
             if record_history:
+                committed_probability = torch.where(commit, model_probability.float(), committed_probability)
                 result.frames.append(x.cpu().clone())
-                result.confidences.append(committed_confidence.cpu().clone())
+                result.confidences.append(committed_probability.cpu().clone())
+    if record_history:  # the last frame has no masked cells left, hence no proposals
+        result.proposals.append(torch.full(x.shape, -1, dtype=torch.long))
+        result.proposal_probs.append(torch.full(x.shape, float("nan")))
     result.tokens = x
     return result
