@@ -5,7 +5,7 @@
     python bench/sampling.py --checkpoint runs/radd   # a model saved by minimdm.train instead of a quick one
 
 The cache reuses c_theta(x_t) while x_t is unchanged, so its expected NFE per sequence is N [1 - (1 - 1/N)^L]
-(mdm_core.md §3.4); the target is a wall-clock speed-up >= 0.8 x the NFE ratio at N = L = 1024 (1024/647).
+(RADD, arXiv 2406.03736); the target is a wall-clock speed-up >= 0.8 x the NFE ratio at N = L = 1024 (1024/647).
 Timings wrap each run in torch.cuda.synchronize(); the first run of each configuration is a warm-up. At batch 1
 the cache skips whole network calls; at batch B it recomputes only the rows that reveal something, so a call
 still happens at most steps, on fewer rows (which saves time only where the network is compute-bound).

@@ -1,4 +1,4 @@
-"""Speed versus sample quality on a Markov source (SMDM §7.2 I; notebook 04, section 4, at GPU scale).
+"""Speed versus sample quality on a Markov source (SMDM's speed/quality trade-off, arXiv 2410.18514; notebook 04, section 4, at GPU scale).
 
     python bench/speed_quality.py            # CUDA: L = 256, 4 layers d 256, batch 256; writes a JSON for notebook 04
     python bench/speed_quality.py --quick    # CPU smoke run in seconds (tiny shapes)

@@ -1,11 +1,12 @@
 """The autoregressive baseline (ARM) on the course's backbone, and one harness that trains and scores both kinds.
 
-SMDM compares masked diffusion with autoregression on equal terms (mdm_core.md §1.1, §1.2): the *same*
+SMDM compares masked diffusion with autoregression on equal terms (Nie et al. 2024, arXiv 2410.18514, its
+scaling study): the *same*
 Transformer with the causal mask on or off, the same data, the same optimiser, the same FLOP count. Here:
 
 * the ARM is ``Transformer(causal=True)`` trained with next-token cross-entropy;
 * its likelihood is **exact**:  -log p(x) = -sum_{i=0}^{T-1} log p_theta(x^i | x^{<i})  (chain rule);
-* the MDM's is an **upper bound**, the NELBO of §0.2, estimated by Monte Carlo with a standard error.
+* the MDM's is an **upper bound**, the NELBO (docs/derivations.md), estimated by Monte Carlo with a standard error.
 
 **Start token.** To score the *whole* window x^0..x^{T-1} (the same quantity the MDM bounds), the first
 character needs something to be predicted from. The ARM never masks anything, so we reuse the embedding row

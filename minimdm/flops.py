@@ -1,4 +1,4 @@
-"""Compute accounting (SMDM §1.2, nanoGPT's estimate_mfu).
+"""Compute accounting (SMDM, arXiv 2410.18514: C = 6ND; nanoGPT's estimate_mfu).
 
 Training FLOPs per token = 6 N (N = non-embedding parameters: forward 2N, backward 4N) plus the attention
 scores and mixing, 6 * 2 * n_layers * T * d_model (forward 2 n_layers T d, times 3 with the backward pass).

@@ -30,7 +30,7 @@ from minimdm.nn.transformer import RotaryEmbedding, Transformer, TransformerConf
 
 _PreTrainedConfig = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
 
-# LLaDA-8B's ids (mdm_core.md §2.1, read in its code), in the form generate() takes: generate(model, p, **LLADA_8B_TOKEN_IDS, ...)
+# LLaDA-8B's ids (read in LLaDA's released code, arXiv 2502.09992), in the form generate() takes: generate(model, p, **LLADA_8B_TOKEN_IDS, ...)
 LLADA_8B_TOKEN_IDS = {"mask_id": 126336, "eos_id": 126081, "eot_id": 126348}
 _ARCHITECTURE_FIELDS = tuple(f.name for f in fields(TransformerConfig))
 

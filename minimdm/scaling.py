@@ -1,4 +1,5 @@
-"""IsoFLOP scaling laws for the ARM and the MDM (SMDM §1.2; Chinchilla's approach 2).
+"""IsoFLOP scaling laws for the ARM and the MDM (SMDM, arXiv 2410.18514, its IsoFLOP study;
+Chinchilla's approach 2, Hoffmann et al. 2022, arXiv 2203.15556).
 
 For each compute budget C, train several model sizes N of both kinds to *exactly* C training FLOPs:
 
@@ -38,7 +39,7 @@ class SweepConfig:
     base: TextRecipe  # data, sequence length, batch size, lr; n_layers/d_model/steps are set per run
     kinds: tuple[str, ...] = KINDS
     eval_windows: int = 64
-    eval_draws: int = 32  # MC draws per window for the MDM's NELBO (spec: >= 32)
+    eval_draws: int = 32  # MC draws per window for the MDM's NELBO (at least 32 keeps its standard error small)
     warmup_fraction: float = 0.01  # SMDM: warmup max(1% of steps, ...), then cosine
     min_warmup: int = 5
 
@@ -50,7 +51,7 @@ SWEEPS = {
     # 2 CPU cores: tiny budgets, 3 sizes (6k, 17k, 60k non-embedding parameters), 18 runs, ~13k steps in all.
     "cpu": SweepConfig(budgets=(3e10, 1e11, 3e11), sizes=((1, 16, 2), (1, 32, 2), (2, 48, 4)),
                        base=TextRecipe(seq_len=64, batch_size=32, lr=2e-3), eval_windows=64, eval_draws=32),
-    # One GPU (spec §7.2 E): 3 budgets x 5 sizes (0.24M-4.9M) x 2 kinds = 30 runs, T = 128. On one H200 the runs
+    # One GPU: 3 budgets x 5 sizes (0.24M-4.9M) x 2 kinds = 30 runs, T = 128. On one H200 the runs
     # summed to 28 min of training, the longest 233 s; --jobs 8 runs them side by side.
     # The corpus is the stdlib's source (~28M training characters): at these budgets Python's docs (0.42M) would
     # be seen up to 400 times and the ARM overfits (measured); here the most any run sees is ~6 epochs.

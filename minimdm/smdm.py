@@ -1,4 +1,5 @@
-"""SMDM's experiments beyond scaling (mdm_core.md §1.3, §1.6, §7.2 F-I), on the ARM/MDM harness of ``minimdm.arm``.
+"""SMDM's experiments beyond scaling (Nie et al. 2024, arXiv 2410.18514: unsupervised classifier-free guidance, the
+reverse curse, temporal shift, speed versus quality), on the ARM/MDM harness of ``minimdm.arm``.
 
 * **Unsupervised CFG for likelihood**: multiple choice scored by the conditional ELBO with guidance
   (``minimdm.mdm.likelihood``; the unconditional branch is the prompt replaced by masks).
@@ -68,12 +69,13 @@ class MarkovSource:
 
 @torch.no_grad()
 def greedy_infill(denoiser, canvas: torch.Tensor, mask_id: int, cfg_scale: float = 0.0) -> torch.Tensor:
-    """SMDM's ``greddy`` decoding with one token per step (§1.4): fill every mask of ``canvas`` (B, L).
+    """SMDM's ``greddy`` decoding with one token per step (its greedy check of a continuation): fill every
+    mask of ``canvas`` (B, L).
 
     At each step predict all masked positions, commit the single most confident one (max probability) to its
     argmax. Masks may sit anywhere (before, between or after the visible tokens), which LLaDA's ``generate``
     (prompt first, then the answer) does not cover. With ``cfg_scale`` the visible tokens of the starting
-    canvas are the condition that the unconditional branch replaces by masks (§1.3).
+    canvas are the condition that the unconditional branch replaces by masks (SMDM's unsupervised CFG).
     """
     x = canvas.clone()
     condition = x != mask_id  # the prompt of CFG: what was given, not what we fill in
@@ -149,7 +151,7 @@ def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size
 # --- temporal shift --------------------------------------------------------------------------------------------
 
 def drifted_chain(chain, delta: float, seed: int = 1):
-    """A copy of ``chain`` with T_1 = normalize(T_0 + delta * noise), noise ~ U(0,1) entries (spec §7.2 H).
+    """A copy of ``chain`` with T_1 = normalize(T_0 + delta * noise), noise ~ U(0,1) entries (our toy temporal shift).
 
     delta = 0 returns the same law. The drifted chain starts from its own stationary law.
     """
@@ -167,7 +169,7 @@ def drifted_chain(chain, delta: float, seed: int = 1):
 class LossSnapshots:
     """An ``eval_fn`` for the trainer that keeps a copy of the weights with their validation loss at every evaluation,
     so that a run can afterwards be cut back to the point where its loss matches another model's. SMDM's temporal
-    shift example pairs an ARM with an MDM given ~16x its compute, i.e. roughly loss-matched (mdm_core.md §1.6).
+    shift example pairs an ARM with an MDM given ~16x its compute, i.e. roughly loss-matched.
     """
 
     def __init__(self, kind: str, source, num_windows: int = 256, draws: int = 8):

@@ -1,4 +1,4 @@
-"""BFN building blocks (spec §A, §B.1, §B.4): flow distributions, losses, SDE coefficients, bad input.
+"""BFN building blocks (Graves et al. 2023, arXiv 2308.07037; Xue et al. 2024, arXiv 2404.15766): flow distributions, losses, SDE coefficients, bad input.
 
 All checks compare two independently computed things (a simulation against a closed form, or two formulas);
 none compares against a stored number.

@@ -1,4 +1,4 @@
-"""BFN samplers as SDE/ODE solvers (spec §B.2-B.4, §D.2), checked on exact denoisers (no training).
+"""BFN samplers as SDE/ODE solvers (Xue et al. 2024, arXiv 2404.15766), checked on exact denoisers (no training).
 
 * the original BFN sampler step *is* an SDE-BFN-Solver++1 step (continuous) / SDE-BFN-Solver1 step with e_hat in
   place of the drawn class (discrete);

@@ -36,7 +36,7 @@ def test_true_conditionals_give_exact_log_likelihood():
 
 
 def test_elbo_bounds_the_mixture_likelihood(random_denoiser):
-    """-log p_mix(x) <= ELBO, where p_mix is the law of the random-order one-token-per-step sampler (§0.2)."""
+    """-log p_mix(x) <= ELBO, where p_mix is the law of the random-order one-token-per-step sampler (docs/derivations.md)."""
     import itertools
 
     x0 = torch.tensor([1, 2, 0, 0])

@@ -209,7 +209,7 @@ def test_cfg_zero_is_the_unguided_model_and_guided_logprobs_follow_the_formula()
         guided, nfe = guided_logits(model, x, prompt_mask, mask_id, w)
         log_p_c = torch.log_softmax(plain.double(), -1)
         log_p_u = torch.log_softmax(model(x.masked_fill(prompt_mask, mask_id)).double(), -1)  # prompt -> M, in place
-    # spec §1.3: log p~ = (1 + w) log p_c - w log p_u - log Z, per position
+    # SMDM's unsupervised CFG (arXiv 2410.18514): log p~ = (1 + w) log p_c - w log p_u - log Z, per position
     expected = torch.log_softmax((1 + w) * log_p_c - w * log_p_u, -1)
     assert nfe == 2
     torch.testing.assert_close(torch.log_softmax(guided.double(), -1), expected, atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""RADD (mdm_core.md §3, §7.2 A-B): exact checks against enumeration and the Markov oracle, no training."""
+"""RADD (Ou et al. 2024, arXiv 2406.03736): exact checks against enumeration and the Markov oracle, no training."""
 import math
 
 import pytest
@@ -86,7 +86,7 @@ def test_losses_agree_on_a_transformer():
 
 
 def test_dse_equals_dce_draw_by_draw():
-    """With a normalised c_theta the score-entropy bracket collapses to -a log c_theta (§3.3)."""
+    """With a normalised c_theta the score-entropy bracket collapses to -a log c_theta."""
     denoiser, x0 = random_table_denoiser(), torch.randint(0, K, (64, L), generator=torch.Generator().manual_seed(0))
     dse, dce = get_loss("t_dse", K), get_loss("t_dce", K)
     noise = dce.draw(x0, generator=torch.Generator().manual_seed(1))

@@ -35,7 +35,7 @@ def test_cfg_scale_zero_is_the_identity_for_likelihood_scoring():
 
 
 def test_guided_log_probs_are_the_power_combination():
-    """log softmax(guided) = (1+w) log p_c - w log p_u - log Z, per position (SMDM §1.3)."""
+    """log softmax(guided) = (1+w) log p_c - w log p_u - log Z, per position (SMDM's unsupervised CFG, arXiv 2410.18514)."""
     model = tiny_transformer(vocab_size=6, length=8)
     x = torch.tensor([[1, 2, 3, 6, 6, 0, 6, 4]])  # 6 = mask
     prompt_mask = torch.zeros_like(x, dtype=torch.bool)

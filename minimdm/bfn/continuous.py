@@ -1,4 +1,6 @@
-"""Bayesian flow networks for continuous data (Graves et al. 2023, arXiv 2308.07037; spec §A.1-A.2).
+"""Bayesian flow networks for continuous data (Graves et al. 2023, arXiv 2308.07037).
+
+Sections on the general recipe and on continuous data; the SDE view of the same quantities is ``minimdm.bfn.sde``.
 
 Per data dimension the *input distribution* is N(mu, 1/rho). The sender shows the receiver the data through
 Gaussian noise of precision ("accuracy") alpha; the receiver's Bayesian update is closed form and accuracies
@@ -17,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-# Below this time the noise-prediction output is meaningless (gamma ~ 0); the code sets x_hat = 0 there (§A.2).
+# Below this time the noise-prediction output is meaningless (gamma ~ 0); the code sets x_hat = 0 there.
 T_MIN = 1e-6
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -28,7 +30,7 @@ def _as_float64(t) -> Tensor:
 
 
 class ContinuousSchedule:
-    """The accuracy schedule of §A.2, fixed by the final input standard deviation ``sigma_1``.
+    """The accuracy schedule, fixed by the final input standard deviation ``sigma_1``.
 
     rho(t) = sigma_1^(-2t) is the input precision, beta(t) = rho(t) - 1 the total accuracy received, and
     gamma(t) = beta / (1 + beta) = 1 - sigma_1^(2t) the weight of the data in the flow mean. All methods take
@@ -46,15 +48,15 @@ class ContinuousSchedule:
         return f"ContinuousSchedule(sigma_1={self.sigma_1:g})"
 
     def precision(self, t) -> Tensor:
-        """rho(t) = 1 + beta(t) = sigma_1^(-2t)   (§A.2)."""
+        """rho(t) = 1 + beta(t) = sigma_1^(-2t)."""
         return torch.exp(-2.0 * self.log_sigma_1 * _as_float64(t))
 
     def beta(self, t) -> Tensor:
-        """beta(t) = sigma_1^(-2t) - 1, the accuracy received by time t   (§A.2)."""
+        """beta(t) = sigma_1^(-2t) - 1, the accuracy received by time t."""
         return torch.expm1(-2.0 * self.log_sigma_1 * _as_float64(t))
 
     def gamma(self, t) -> Tensor:
-        """gamma(t) = beta / (1 + beta) = 1 - sigma_1^(2t)   (§A.2)."""
+        """gamma(t) = beta / (1 + beta) = 1 - sigma_1^(2t)."""
         return -torch.expm1(2.0 * self.log_sigma_1 * _as_float64(t))
 
     def one_minus_gamma(self, t) -> Tensor:
@@ -62,11 +64,11 @@ class ContinuousSchedule:
         return torch.exp(2.0 * self.log_sigma_1 * _as_float64(t))
 
     def step_accuracy(self, i: int, n_steps: int) -> float:
-        """alpha_i = beta(i/n) - beta((i-1)/n) = sigma_1^(-2i/n) (1 - sigma_1^(2/n))   (§A.2)."""
+        """alpha_i = beta(i/n) - beta((i-1)/n) = sigma_1^(-2i/n) (1 - sigma_1^(2/n))."""
         return float(self.beta(i / n_steps) - self.beta((i - 1) / n_steps))
 
     def half_log_snr(self, t) -> Tensor:
-        """lambda(t) = ln(alpha_t / sigma_t) = 1/2 ln(gamma / (1 - gamma)), increasing in t   (§B.1)."""
+        """lambda(t) = ln(alpha_t / sigma_t) = 1/2 ln(gamma / (1 - gamma)), increasing in t."""
         t = _as_float64(t)
         return 0.5 * (torch.log(self.gamma(t)) - 2.0 * self.log_sigma_1 * t)
 
@@ -92,13 +94,13 @@ def per_sample(t: Tensor, like: Tensor) -> Tensor:
 
 def bayesian_update(mu: Tensor, rho: Tensor | float, y: Tensor, alpha: float) -> tuple[Tensor, Tensor | float]:
     """Posterior of N(mu, 1/rho) after observing y ~ N(x, 1/alpha):  rho' = rho + alpha,
-    mu' = (rho mu + alpha y) / rho'   (§A.2 "Update")."""
+    mu' = (rho mu + alpha y) / rho'."""
     rho_next = rho + alpha
     return (rho * mu + alpha * y) / rho_next, rho_next
 
 
 def sample_flow(x: Tensor, t: Tensor, schedule: ContinuousSchedule) -> Tensor:
-    """Draw mu ~ p_F(. | x; t) = N(gamma x, gamma (1 - gamma) I)   (§A.2 "Flow distribution").
+    """Draw mu ~ p_F(. | x; t) = N(gamma x, gamma (1 - gamma) I).
 
     x: (B, ...) in [-1, 1]; t: (B,). rho is deterministic (= 1 + beta(t)) so only mu is returned.
     """
@@ -107,7 +109,7 @@ def sample_flow(x: Tensor, t: Tensor, schedule: ContinuousSchedule) -> Tensor:
 
 
 def x_hat_from_eps(mu: Tensor, eps_hat: Tensor, t: Tensor, schedule: ContinuousSchedule, clip: bool = True) -> Tensor:
-    """x_hat = mu / gamma - sqrt((1 - gamma) / gamma) eps_hat, 0 for t < t_min, optionally clipped to [-1, 1] (§A.2)."""
+    """x_hat = mu / gamma - sqrt((1 - gamma) / gamma) eps_hat, 0 for t < t_min, optionally clipped to [-1, 1]."""
     gamma = per_sample(schedule.gamma(t.clamp_min(T_MIN)), mu)
     x_hat = mu / gamma - torch.sqrt((1 - gamma) / gamma) * eps_hat
     x_hat = torch.where(per_sample(t, mu) < T_MIN, torch.zeros_like(x_hat), x_hat)
@@ -132,7 +134,7 @@ def _squared_error_per_dim(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def continuous_time_loss(predict_x: Denoiser, x: Tensor, schedule: ContinuousSchedule) -> Tensor:
-    """L^inf per sample, nats/dim: -ln(sigma_1) sigma_1^(-2t) ||x - x_hat(mu, t)||^2, t ~ U(0,1), mu ~ p_F  (§A.2).
+    """L^inf per sample, nats/dim: -ln(sigma_1) sigma_1^(-2t) ||x - x_hat(mu, t)||^2, t ~ U(0,1), mu ~ p_F.
 
     Returns a (B,) tensor; its mean over t and data is the continuous-time loss.
     """
@@ -145,7 +147,7 @@ def continuous_time_loss(predict_x: Denoiser, x: Tensor, schedule: ContinuousSch
 
 def discrete_time_loss(predict_x: Denoiser, x: Tensor, schedule: ContinuousSchedule, n_steps: int) -> Tensor:
     """L^n per sample, nats/dim: (n/2)(1 - sigma_1^(2/n)) sigma_1^(-2i/n) ||x - x_hat(mu, t_{i-1})||^2,
-    i ~ U{1..n}, mu ~ p_F(. | x; t_{i-1})   (§A.2). This is n E_i KL(sender || receiver) for a delta output."""
+    i ~ U{1..n}, mu ~ p_F(. | x; t_{i-1}). This is n E_i KL(sender || receiver) for a delta output."""
     check_continuous_data(x)
     if n_steps < 1:
         raise ValueError(f"n_steps={n_steps}: the discrete-time loss needs n_steps >= 1")
@@ -157,7 +159,7 @@ def discrete_time_loss(predict_x: Denoiser, x: Tensor, schedule: ContinuousSched
 
 
 def reconstruction_loss(predict_x: Denoiser, x: Tensor, schedule: ContinuousSchedule) -> Tensor:
-    """L^r per sample, nats/dim: -ln N(x | x_hat(mu, 1), sigma_1^2), mu ~ p_F(. | x; 1)  (§A.1 item 7).
+    """L^r per sample, nats/dim: -ln N(x | x_hat(mu, 1), sigma_1^2), mu ~ p_F(. | x; 1).
 
     The delta output has no density, so (as for the released code's likelihood reports) the output is read as
     a Gaussian of the final input variance sigma_1^2; here a density in nats, not a discretised likelihood.
@@ -199,7 +201,7 @@ def original_sampler(
     device: torch.device | str = "cpu",
     keep_history: bool = False,
 ) -> BFNSamples:
-    """The BFN sampler of §A.1 item 8 / §A.2: n Bayesian updates plus one final output call, so NFE = n + 1.
+    """The BFN sampler (Graves et al. 2023, arXiv 2308.07037): n Bayesian updates plus one final output call, so NFE = n + 1.
 
     ``sample_output(mu, t)`` draws from the output distribution: the (clipped) x_hat for continuous data, a bin
     centre for discretised data (see ``minimdm.bfn.discretised``).

@@ -1,5 +1,5 @@
 """Fast samplers for continuous-data BFNs: BFN-Solver++1, BFN-Solver++2 and SDE-BFN-Solver++2 (Xue et al. 2024,
-Algorithms 1-3; spec §B.2-B.3).
+arXiv 2404.15766, Algorithms 1-3 and Prop. 4.2).
 
 The flow mean is a Gaussian diffusion with alpha_t = gamma(t), sigma_t = sqrt(gamma (1 - gamma)) and
 lambda = ln(alpha/sigma), so the data-prediction ("++") exponential integrators of DPM-Solver++ apply. Each step goes
@@ -22,14 +22,14 @@ CONTINUOUS_SOLVERS = ("bfn_solver++1", "bfn_solver++2", "sde_bfn_solver++1", "sd
 
 
 def _alpha_sigma_lambda(t: float, schedule: ContinuousSchedule) -> tuple[float, float, float]:
-    """(alpha_t, sigma_t, lambda_t) = (gamma, sqrt(gamma (1 - gamma)), ln(alpha / sigma))   (§B.1), as float64 numbers."""
+    """(alpha_t, sigma_t, lambda_t) = (gamma, sqrt(gamma (1 - gamma)), ln(alpha / sigma)), as float64 numbers."""
     gamma, one_minus_gamma = float(schedule.gamma(t)), float(schedule.one_minus_gamma(t))
     sigma = math.sqrt(gamma * one_minus_gamma)
     return gamma, sigma, math.log(gamma / sigma)
 
 
 def pp1_step(mu: Tensor, t: float, t_next: float, x_hat: Tensor, schedule: ContinuousSchedule) -> Tensor:
-    """BFN-Solver++1 (ODE, = DDIM):  mu' = (sigma'/sigma) mu + alpha' (1 - e^(-h)) x_hat   (§B.3, Algorithm 1)."""
+    """BFN-Solver++1 (ODE, = DDIM):  mu' = (sigma'/sigma) mu + alpha' (1 - e^(-h)) x_hat   (Algorithm 1)."""
     _, sigma, lam = _alpha_sigma_lambda(t, schedule)
     alpha_next, sigma_next, lam_next = _alpha_sigma_lambda(t_next, schedule)
     h = lam_next - lam
@@ -39,7 +39,7 @@ def pp1_step(mu: Tensor, t: float, t_next: float, x_hat: Tensor, schedule: Conti
 def pp2_step(
     mu: Tensor, t: float, t_next: float, x_hat: Tensor, t_prev: float, x_hat_prev: Tensor, schedule: ContinuousSchedule
 ) -> Tensor:
-    """BFN-Solver++2 (multistep, Algorithm 2), r = h_prev / h   (§B.3):
+    """BFN-Solver++2 (multistep, Algorithm 2), r = h_prev / h:
     D = (1 + 1/(2r)) x_hat - (1/(2r)) x_hat_prev,   mu' = (sigma'/sigma) mu + alpha' (1 - e^(-h)) D."""
     lam_prev = _alpha_sigma_lambda(t_prev, schedule)[2]
     _, _, lam = _alpha_sigma_lambda(t, schedule)
@@ -50,7 +50,7 @@ def pp2_step(
 
 
 def sde_pp1_step(mu: Tensor, t: float, t_next: float, x_hat: Tensor, noise: Tensor, schedule: ContinuousSchedule) -> Tensor:
-    """SDE-BFN-Solver++1 (= one original BFN step, Prop 4.2)   (§B.2):
+    """SDE-BFN-Solver++1 (= one original BFN step, Prop 4.2):
     mu' = (sigma'/sigma) e^(-h) mu + alpha' (1 - e^(-2h)) x_hat + sigma' sqrt(1 - e^(-2h)) z."""
     return _sde_pp_step(mu, t, t_next, x_hat, torch.zeros_like(x_hat), noise, schedule)
 
@@ -65,7 +65,7 @@ def sde_pp2_step(
     noise: Tensor,
     schedule: ContinuousSchedule,
 ) -> Tensor:
-    """SDE-BFN-Solver++2 (multistep, Algorithm 3)   (§B.3): D_1 = (x_hat - x_hat_prev) / r and the ++1 step plus
+    """SDE-BFN-Solver++2 (multistep, Algorithm 3): D_1 = (x_hat - x_hat_prev) / r and the ++1 step plus
     1/2 alpha' (1 - e^(-2h)) D_1."""
     lam_prev = _alpha_sigma_lambda(t_prev, schedule)[2]
     lam = _alpha_sigma_lambda(t, schedule)[2]
@@ -98,7 +98,7 @@ def initial_state(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """mu at t = eta (§B.3). Default "zero_mean_and_std": N(0, gamma(1 - gamma)), which ignores the gamma x mean.
+    """mu at t = eta. Default "zero_mean_and_std": N(0, gamma(1 - gamma)), which ignores the gamma x mean.
     Given the data's mean and per-dimension variance: N(gamma mean, gamma (1 - gamma) + gamma^2 variance)."""
     gamma = float(schedule.gamma(eta))
     noise = torch.randn(shape, dtype=dtype, device=device)
@@ -174,8 +174,8 @@ def sample(
     device: torch.device | str = "cpu",
     keep_history: bool = False,
 ) -> BFNSamples:
-    """Draw samples with ``nfe`` denoiser calls: an N = nfe step grid on [eta, 1] with last_drop (§B.3 defaults:
-    eta = 0.01, uniform t, zero-mean initialisation)."""
+    """Draw samples with ``nfe`` denoiser calls: an N = nfe step grid on [eta, 1] with last_drop (the defaults of
+    the released BFN-Solver code: eta = 0.01, uniform t, zero-mean initialisation)."""
     if not (isinstance(nfe, int) and nfe >= 2):
         raise ValueError(f"nfe={nfe!r}: the solvers need an integer NFE >= 2 (one step plus the final x_hat)")
     if not 0.0 < eta < 1.0:

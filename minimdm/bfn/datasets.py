@@ -1,8 +1,9 @@
-"""The small data sets of the BFN notebooks, all offline (spec §D.1).
+"""The small data sets of the BFN notebooks, all offline.
 
 * 2-D: the eight-Gaussians mixture of ``minimdm.toys.gmm`` (its exact denoiser is known).
 * Digits: scikit-learn's bundled 8x8 digits (1797 images, pixel values 0..16), as 17 bins on [-1, 1] -- value v is
-  bin v+1 with centre (2v + 1)/17 - 1, exactly the grid of §A.3 -- or binarised at a threshold (K = 2 classes).
+  bin v+1 with centre (2v + 1)/17 - 1, exactly the bin grid of
+  ``minimdm.bfn.discretised`` -- or binarised at a threshold (K = 2 classes).
 A fixed split keeps ``n_test`` images aside for test likelihoods (1797 images are easy to memorise).
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def split(data: Tensor, n_test: int = 300, seed: int = 0) -> DigitsSplit:
 
 
 def values_to_bin_centres(values: Tensor) -> Tensor:
-    """Pixel value v in 0..16 -> centre (2v + 1)/17 - 1 of bin v+1 of 17 on [-1, 1]   (§D.1 item 3)."""
+    """Pixel value v in 0..16 -> centre (2v + 1)/17 - 1 of bin v+1 of 17 on [-1, 1]."""
     return (2 * values.float() + 1) / DIGIT_LEVELS - 1
 
 

@@ -1,4 +1,4 @@
-"""Bayesian flow networks for discrete data: K classes per variable (Graves et al. 2023; spec §A.4).
+"""Bayesian flow networks for discrete data: K classes per variable (Graves et al. 2023, arXiv 2308.07037).
 
 The input distribution is a categorical theta on the simplex, prior uniform. The sender adds Gaussian noise to
 alpha (K e_x - 1); the Bayesian update multiplies theta by exp(y), i.e. the *logits* add, so after total
@@ -24,7 +24,7 @@ ProbabilityPredictor = Callable[[Tensor, Tensor], Tensor]
 
 
 class DiscreteSchedule:
-    """beta(t) = beta_1 t^2, alpha(t) = 2 beta_1 t, alpha_i = beta_1 (2i - 1) / n^2   (§A.4).
+    """beta(t) = beta_1 t^2, alpha(t) = 2 beta_1 t, alpha_i = beta_1 (2i - 1) / n^2.
 
     ``beta_1`` is beta(1) as in the released code (which stores sqrt(beta_1), e.g. 3 for binarised MNIST, i.e.
     beta_1 = 9, and 0.75 for text8, beta_1 = 0.5625).
@@ -42,11 +42,11 @@ class DiscreteSchedule:
         return f"DiscreteSchedule(beta_1={self.beta_1:g}, num_classes={self.num_classes})"
 
     def beta(self, t):
-        """beta(t) = beta_1 t^2   (§A.4). Works on floats and tensors."""
+        """beta(t) = beta_1 t^2. Works on floats and tensors."""
         return self.beta_1 * t * t
 
     def step_accuracy(self, i: int, n_steps: int) -> float:
-        """alpha_i = beta(i/n) - beta((i-1)/n) = beta_1 (2i - 1) / n^2   (§A.4)."""
+        """alpha_i = beta(i/n) - beta((i-1)/n) = beta_1 (2i - 1) / n^2."""
         return self.beta_1 * (2 * i - 1) / n_steps**2
 
 
@@ -58,7 +58,7 @@ def check_class_indices(x: Tensor, num_classes: int) -> None:
 
 
 def sender_sample(class_weights: Tensor, alpha: Tensor | float, noise: Tensor) -> Tensor:
-    """y = alpha (K e - 1) + sqrt(alpha K) noise ~ p_S(. | e; alpha)   (§A.4).
+    """y = alpha (K e - 1) + sqrt(alpha K) noise ~ p_S(. | e; alpha).
 
     ``class_weights`` (..., K) is a one-hot e_x (the sender), a one-hot draw from the output (the original
     sampler), or the predicted probabilities e_hat (the solvers' drift). alpha is a float or broadcasts as (..., 1).
@@ -69,12 +69,12 @@ def sender_sample(class_weights: Tensor, alpha: Tensor | float, noise: Tensor) -
 
 
 def bayesian_update(theta: Tensor, y: Tensor) -> Tensor:
-    """theta' = theta exp(y) / sum_k theta_k exp(y_k)   (§A.4): done in log space, so logits simply add."""
+    """theta' = theta exp(y) / sum_k theta_k exp(y_k): done in log space, so logits simply add."""
     return torch.softmax(torch.log(theta.clamp_min(1e-300 if theta.dtype == torch.float64 else 1e-38)) + y, dim=-1)
 
 
 def sample_flow_logits(x: Tensor, t: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """y ~ N(beta(t) (K e_x - 1), beta(t) K I): the latent logits of the flow distribution   (§A.4, Thm 5.1).
+    """y ~ N(beta(t) (K e_x - 1), beta(t) K I): the latent logits of the flow distribution   (Thm 5.1).
 
     x: (B, L) class indices, t: (B,) -> (B, L, K); theta = softmax(y).
     """
@@ -85,7 +85,7 @@ def sample_flow_logits(x: Tensor, t: Tensor, schedule: DiscreteSchedule) -> Tens
 
 
 def sample_flow(x: Tensor, t: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """theta ~ p_F(. | x; t) = softmax(y), y from :func:`sample_flow_logits`   (§A.4). (B, L) -> (B, L, K)."""
+    """theta ~ p_F(. | x; t) = softmax(y), y from :func:`sample_flow_logits`. (B, L) -> (B, L, K)."""
     return torch.softmax(sample_flow_logits(x, t, schedule), dim=-1)
 
 
@@ -95,7 +95,7 @@ def probability_predictor(net: Callable[[Tensor, Tensor], Tensor]) -> Probabilit
 
 
 def continuous_time_loss(predict_probs: ProbabilityPredictor, x: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """L^inf per sample, nats/variable: K beta_1 t ||e_x - e_hat(theta, t)||^2, t ~ U(0,1), theta ~ p_F   (§A.4).
+    """L^inf per sample, nats/variable: K beta_1 t ||e_x - e_hat(theta, t)||^2, t ~ U(0,1), theta ~ p_F.
 
     x: (B, L) class indices -> (B,). (The released code clamps t <= 1 - 1e-6; sampling t in [0, 1) does that.)
     """
@@ -109,7 +109,7 @@ def discrete_time_loss(
     predict_probs: ProbabilityPredictor, x: Tensor, schedule: DiscreteSchedule, n_steps: int, n_samples: int = 10
 ) -> Tensor:
     """L^n per sample, nats/variable: n KL(p_S(. | x; alpha_i) || p_R(. | theta; t_{i-1}, alpha_i)) at
-    i ~ U{1..n}, theta ~ p_F(. | x; t_{i-1}); receiver = sum_k p_O(k) N(alpha (K e_k - 1), alpha K I)  (§A.4, MC)."""
+    i ~ U{1..n}, theta ~ p_F(. | x; t_{i-1}); receiver = sum_k p_O(k) N(alpha (K e_k - 1), alpha K I)  (MC)."""
     if n_steps < 1:
         raise ValueError(f"n_steps={n_steps}: the discrete-time loss needs n_steps >= 1")
     num_classes = schedule.num_classes
@@ -130,14 +130,14 @@ def discrete_time_loss(
 
 
 def reconstruction_loss(predict_probs: ProbabilityPredictor, x: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """L^r per sample, nats/variable: -ln p_O(x | theta; 1), theta ~ p_F(. | x; 1)   (§A.4)."""
+    """L^r per sample, nats/variable: -ln p_O(x | theta; 1), theta ~ p_F(. | x; 1)."""
     t = torch.ones(x.shape[0], device=x.device)
     e_hat = predict_probs(sample_flow(x, t, schedule), t)
     return -torch.log(e_hat.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).clamp_min(1e-12)).mean(1)
 
 
 def original_sampler_step(theta: Tensor, class_weights: Tensor, alpha: float, noise: Tensor) -> Tensor:
-    """One BFN step (§A.4): y ~ p_S(. | k; alpha) around the drawn class k (one-hot ``class_weights``), then
+    """One BFN step: y ~ p_S(. | k; alpha) around the drawn class k (one-hot ``class_weights``), then
     theta <- normalise(theta e^y). Passing e_hat instead of a one-hot gives SDE-BFN-Solver1 (Prop 5.3)."""
     return bayesian_update(theta, sender_sample(class_weights, alpha, noise))
 
@@ -152,7 +152,7 @@ def original_sampler(
     device: torch.device | str = "cpu",
     keep_history: bool = False,
 ) -> BFNSamples:
-    """The BFN sampler for discrete data (§A.4): theta = 1/K; for i = 1..n draw k ~ p_O(. | theta; (i-1)/n),
+    """The BFN sampler for discrete data: theta = 1/K; for i = 1..n draw k ~ p_O(. | theta; (i-1)/n),
     send y ~ p_S(. | k; alpha_i), update theta; finally draw x ~ p_O(. | theta; 1). NFE = n + 1.
 
     shape = (B, L). Returns x (B, L) class indices; ``final_probs`` on the result holds p_O(. | theta; 1).

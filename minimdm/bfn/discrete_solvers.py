@@ -1,5 +1,5 @@
-"""Fast samplers for discrete-data BFNs: SDE-BFN-Solver1/2 and BFN-Solver1/2 (Xue et al. 2024, Algorithms 4-7;
-spec §B.4). They integrate the reverse SDE / PF-ODE of the latent logits y (theta = softmax(y)) in BFN time.
+"""Fast samplers for discrete-data BFNs: SDE-BFN-Solver1/2 and BFN-Solver1/2 (Xue et al. 2024, arXiv 2404.15766,
+Algorithms 4-7, Thm 5.1 and Prop. 5.3). They integrate the reverse SDE / PF-ODE of the latent logits y (theta = softmax(y)) in BFN time.
 
 With beta(t) = beta_1 t^2 the PF-ODE reads d(y/t)/dt = beta_1 (K e_hat - 1): its nonlinear part has a constant
 weight in t, so the solvers step in t directly (no lambda change of variables). e_hat is the predicted class
@@ -20,19 +20,19 @@ DISCRETE_SOLVERS = ("bfn_solver1", "bfn_solver2", "sde_bfn_solver1", "sde_bfn_so
 
 
 def _drift_direction(e_hat: Tensor) -> Tensor:
-    """K e_hat - 1: the direction the logits move in (§A.4 sender mean per unit accuracy)."""
+    """K e_hat - 1: the direction the logits move in."""
     return e_hat.shape[-1] * e_hat - 1
 
 
 def solver1_step(y: Tensor, t: float, t_next: float, e_hat: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """BFN-Solver1 (ODE, Algorithm 6):  y' = (t'/t) y + beta_1 t' (t' - t) (K e_hat - 1)   (§B.4)."""
+    """BFN-Solver1 (ODE, Algorithm 6):  y' = (t'/t) y + beta_1 t' (t' - t) (K e_hat - 1)."""
     return (t_next / t) * y + schedule.beta_1 * t_next * (t_next - t) * _drift_direction(e_hat)
 
 
 def solver2_step(
     y: Tensor, t: float, t_next: float, e_hat: Tensor, t_prev: float, e_hat_prev: Tensor, schedule: DiscreteSchedule
 ) -> Tensor:
-    """BFN-Solver2 (ODE, multistep, Algorithm 7), D_1 = (e_hat - e_hat_prev) / (t - t_prev)   (§B.4):
+    """BFN-Solver2 (ODE, multistep, Algorithm 7), D_1 = (e_hat - e_hat_prev) / (t - t_prev):
     y' = (t'/t) y + beta_1 t' [(t' - t)(K e_hat - 1) + K D_1 (t' - t)^2 / 2]."""
     slope = (e_hat - e_hat_prev) / (t - t_prev)
     correction = schedule.beta_1 * t_next * schedule.num_classes * slope * (t_next - t) ** 2 / 2
@@ -40,7 +40,7 @@ def solver2_step(
 
 
 def sde_solver1_step(y: Tensor, t: float, t_next: float, e_hat: Tensor, noise: Tensor, schedule: DiscreteSchedule) -> Tensor:
-    """SDE-BFN-Solver1 (Algorithm 4):  y' = y + dbeta (K e_hat - 1) + sqrt(K dbeta) z, dbeta = beta(t') - beta(t) (§B.4).
+    """SDE-BFN-Solver1 (Algorithm 4):  y' = y + dbeta (K e_hat - 1) + sqrt(K dbeta) z, dbeta = beta(t') - beta(t).
 
     With a one-hot draw in place of e_hat this is the original BFN sampler step (Prop 5.3).
     """
@@ -58,7 +58,7 @@ def sde_solver2_step(
     noise: Tensor,
     schedule: DiscreteSchedule,
 ) -> Tensor:
-    """SDE-BFN-Solver2 (multistep, Algorithm 5)   (§B.4):  SDE-Solver1 step + K I_2 D_1 with
+    """SDE-BFN-Solver2 (multistep, Algorithm 5):  SDE-Solver1 step + K I_2 D_1 with
     I_2 = int_t^t' beta'(u)(u - t) du = (beta_1 / 3)(t' - t)^2 (2t' + t) and D_1 = (e_hat - e_hat_prev)/(t - t_prev)."""
     slope = (e_hat - e_hat_prev) / (t - t_prev)
     i_2 = schedule.beta_1 / 3 * (t_next - t) ** 2 * (2 * t_next + t)
@@ -68,7 +68,7 @@ def sde_solver2_step(
 def initial_logits(
     shape: tuple[int, int], eta: float, schedule: DiscreteSchedule, *, dtype=torch.float32, device="cpu"
 ) -> Tensor:
-    """y at t = eta, "zero mean": N(0, K beta(eta) I) of shape (B, L, K)   (§B.4)."""
+    """y at t = eta, "zero mean": N(0, K beta(eta) I) of shape (B, L, K)."""
     batch, length = shape
     noise = torch.randn((batch, length, schedule.num_classes), dtype=dtype, device=device)
     return math.sqrt(schedule.num_classes * schedule.beta(eta)) * noise
@@ -100,7 +100,7 @@ def solve(
         if keep_history:
             out.times.append(t)
             out.history.append(torch.softmax(y, -1))
-        # The network sees theta = softmax(y), never y itself (§B.7).
+        # The network sees theta = softmax(y), never y itself.
         e_hat = predict_probs(torch.softmax(y, -1), torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device))
         if last_drop and k == n_steps - 1:
             out.final_probs, out.state = e_hat, y
@@ -136,8 +136,8 @@ def sample(
     device: torch.device | str = "cpu",
     keep_history: bool = False,
 ) -> BFNSamples:
-    """Draw (B, L) samples with ``nfe`` network calls: N = nfe uniform steps on [eta, 1] with last_drop (§B.4
-    defaults: eta = 0.001, zero-mean initial logits)."""
+    """Draw (B, L) samples with ``nfe`` network calls: N = nfe uniform steps on [eta, 1] with last_drop (the
+    released BFN-Solver code's defaults: eta = 0.001, zero-mean initial logits)."""
     if not (isinstance(nfe, int) and nfe >= 2):
         raise ValueError(f"nfe={nfe!r}: the solvers need an integer NFE >= 2 (one step plus the final e_hat)")
     if not 0.0 < eta < 1.0:

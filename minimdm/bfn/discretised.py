@@ -1,4 +1,4 @@
-"""Bayesian flow networks for discretised data: K bins on [-1, 1] (Graves et al. 2023; spec §A.3).
+"""Bayesian flow networks for discretised data: K bins on [-1, 1] (Graves et al. 2023, arXiv 2308.07037).
 
 Input distribution, sender, Bayesian update, flow distribution and accuracy schedule are those of continuous
 data (``minimdm.bfn.continuous``); only the output distribution changes. The network predicts a Gaussian
@@ -22,11 +22,11 @@ from minimdm.bfn.kl import gaussian_to_mixture_kl
 
 BinPredictor = Callable[[Tensor, Tensor], Tensor]
 
-SIGMA_X_RANGE = (1e-3, 10.0)  # sigma_x is clamped to this range (§A.3)
+SIGMA_X_RANGE = (1e-3, 10.0)  # sigma_x is clamped to this range
 
 
 class Bins:
-    """K equal bins on [-1, 1]: width 2/K, centres k_c = (2k - 1)/K - 1 for k = 1..K   (§A.3)."""
+    """K equal bins on [-1, 1]: width 2/K, centres k_c = (2k - 1)/K - 1 for k = 1..K."""
 
     def __init__(self, num_bins: int):
         if not (isinstance(num_bins, int) and num_bins >= 2):
@@ -54,7 +54,7 @@ def _standard_normal_cdf(z: Tensor) -> Tensor:
 
 
 def output_gaussian(net_output: Tensor, mu: Tensor, t: Tensor, schedule: ContinuousSchedule) -> tuple[Tensor, Tensor]:
-    """(mu_x, sigma_x) from the network's (mu_eps, ln sigma_eps) = net_output[..., 0], net_output[..., 1]   (§A.3):
+    """(mu_x, sigma_x) from the network's (mu_eps, ln sigma_eps) = net_output[..., 0], net_output[..., 1]:
 
     mu_x = mu / gamma - sqrt((1 - gamma)/gamma) mu_eps,  sigma_x = sqrt((1 - gamma)/gamma) exp(ln sigma_eps),
     sigma_x clamped to [1e-3, 10]; before t_min (no information yet) mu_x = 0, sigma_x = 1.
@@ -71,7 +71,7 @@ def output_gaussian(net_output: Tensor, mu: Tensor, t: Tensor, schedule: Continu
 
 
 def bin_probabilities(mu_x: Tensor, sigma_x: Tensor, bins: Bins) -> Tensor:
-    """p_O(k) = Phi((k_r - mu_x)/sigma_x) - Phi((k_l - mu_x)/sigma_x), outer edges at -inf / +inf   (§A.3).
+    """p_O(k) = Phi((k_r - mu_x)/sigma_x) - Phi((k_l - mu_x)/sigma_x), outer edges at -inf / +inf.
 
     mu_x, sigma_x: (B, D) -> probabilities (B, D, K).
     """
@@ -92,7 +92,7 @@ def bin_predictor(net: Callable[[Tensor, Tensor], Tensor], schedule: ContinuousS
 
 
 def expected_bin_centre(probs: Tensor, bins: Bins) -> Tensor:
-    """k_hat = sum_k p_O(k) k_c   (§A.3): the output's mean, the data prediction the solvers use. (B, D, K) -> (B, D)."""
+    """k_hat = sum_k p_O(k) k_c: the output's mean, the data prediction the solvers use. (B, D, K) -> (B, D)."""
     return probs @ bins.centres(probs.dtype, probs.device)
 
 
@@ -107,7 +107,7 @@ def _checked_flow_sample(x: Tensor, schedule: ContinuousSchedule, t: Tensor) -> 
 
 
 def continuous_time_loss(predict_bins: BinPredictor, x: Tensor, schedule: ContinuousSchedule, bins: Bins) -> Tensor:
-    """L^inf per sample, nats/dim: -ln(sigma_1) sigma_1^(-2t) ||x - k_hat(theta, t)||^2   (§A.3). x: bin centres."""
+    """L^inf per sample, nats/dim: -ln(sigma_1) sigma_1^(-2t) ||x - k_hat(theta, t)||^2. x: bin centres."""
     t = torch.rand(x.shape[0], dtype=x.dtype, device=x.device)
     mu = _checked_flow_sample(x, schedule, t)
     k_hat = expected_bin_centre(predict_bins(mu, t), bins)
@@ -119,7 +119,7 @@ def discrete_time_loss(
     predict_bins: BinPredictor, x: Tensor, schedule: ContinuousSchedule, bins: Bins, n_steps: int, n_samples: int = 10
 ) -> Tensor:
     """L^n per sample, nats/dim: n KL(N(x, 1/alpha_i) || sum_k p_O(k) N(k_c, 1/alpha_i)) at i ~ U{1..n},
-    theta ~ p_F(. | x; t_{i-1}); the KL to a mixture has no closed form, so it is a Monte-Carlo estimate (§A.3)."""
+    theta ~ p_F(. | x; t_{i-1}); the KL to a mixture has no closed form, so it is a Monte-Carlo estimate."""
     if n_steps < 1:
         raise ValueError(f"n_steps={n_steps}: the discrete-time loss needs n_steps >= 1")
     i = torch.randint(1, n_steps + 1, (x.shape[0],), device=x.device)
@@ -139,7 +139,7 @@ def discrete_time_loss(
 
 
 def reconstruction_loss(predict_bins: BinPredictor, x: Tensor, schedule: ContinuousSchedule, bins: Bins) -> Tensor:
-    """L^r per sample, nats/dim: -ln p_O(x | theta; 1), theta ~ p_F(. | x; 1)   (§A.3)."""
+    """L^r per sample, nats/dim: -ln p_O(x | theta; 1), theta ~ p_F(. | x; 1)."""
     t = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     probs = predict_bins(_checked_flow_sample(x, schedule, t), t)  # (B, D, K)
     log_p = torch.log(probs.clamp_min(1e-12).gather(-1, bins.index(x).flatten(1).unsqueeze(-1)).squeeze(-1))
@@ -165,6 +165,6 @@ def original_sampler(
     bins: Bins,
     **kwargs,
 ) -> BFNSamples:
-    """The BFN sampler for discretised data (§A.3): as for continuous data, but each step's output sample is a bin
+    """The BFN sampler for discretised data: as for continuous data, but each step's output sample is a bin
     centre drawn from p_O, and so is the final sample. NFE = n_steps + 1."""
     return continuous.original_sampler(bin_sampler(predict_bins, bins), shape, n_steps, schedule, **kwargs)

@@ -1,4 +1,4 @@
-"""Time grids for the BFN solvers (spec §B.3, §B.4, §D.2).
+"""Time grids for the BFN solvers (Xue et al. 2024, arXiv 2404.15766).
 
 Solvers start at t = eta > 0, not at t = 0: there the continuous flow collapses to a point mass at 0 (lambda = -inf)
 and the discrete latent logits to 0. The code's default grid is uniform in BFN time; a grid uniform in

@@ -1,7 +1,7 @@
 """The transmission cost of one BFN step when the receiver is a mixture: KL(sender || receiver) by Monte Carlo.
 
 For discretised and discrete data the receiver p_R(y) = sum_k p_O(k) p_S(y | k) is a Gaussian mixture whose
-components share the sender's isotropic variance, and KL(Gaussian || mixture) has no closed form (§A.3, §A.4).
+components share the sender's isotropic variance, and KL(Gaussian || mixture) has no closed form.
 """
 from __future__ import annotations
 

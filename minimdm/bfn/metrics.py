@@ -1,4 +1,4 @@
-"""Offline sample-quality metrics for the BFN notebooks (spec §D.0): no network, no downloaded feature nets.
+"""Offline sample-quality metrics for the BFN notebooks: no network, no downloaded feature nets.
 
 * 2-D points: total variation between 40x40 histograms, and the energy distance.
 * Enumerable discrete data: exact total variation between laws on the table.

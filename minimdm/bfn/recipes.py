@@ -60,8 +60,7 @@ def _train_cached(name: str, net: nn.Module, loss_fn, batch_fn, settings: dict, 
 
 
 def two_d_mixture(device: str = "cpu", gmm: GaussianMixture | None = None) -> TrainedBFN:
-    """Continuous BFN on eight Gaussians (radius 0.7, std 0.02), sigma_1 = 1e-3, a 3-layer MLP predicting eps
-    (spec §D.1 item 2), trained on L^inf."""
+    """Continuous BFN on eight Gaussians (radius 0.7, std 0.02), sigma_1 = 1e-3, a 3-layer MLP predicting eps, trained on L^inf."""
     gmm = (gmm or eight_gaussians(std=0.02)).to(torch.float32)
     settings = dict(
         sigma_1=1e-3, hidden=pick(quick=64, cpu=128, gpu=256), depth=3, batch=pick(quick=256, cpu=1024, gpu=4096),
@@ -85,8 +84,8 @@ def _digits_settings(**extra) -> dict:
 
 
 def digits_discretised(device: str = "cpu") -> TrainedBFN:
-    """Discretised BFN on 8x8 digits in 17 bins (pixel value v -> bin v+1), sigma_1^2 = 1e-3 (the 16-bin setting
-    of §A.3), a small residual conv net predicting (mu_eps, ln sigma_eps) per pixel, trained on L^inf."""
+    """Discretised BFN on 8x8 digits in 17 bins (pixel value v -> bin v+1), sigma_1^2 = 1e-3 (the BFN paper's
+    16-bin CIFAR-10 setting), a small residual conv net predicting (mu_eps, ln sigma_eps) per pixel, trained on L^inf."""
     settings = _digits_settings(sigma_1=math.sqrt(1e-3))
     schedule, bins = ContinuousSchedule(settings["sigma_1"]), discretised.Bins(DIGIT_LEVELS)
     data = split(values_to_bin_centres(digit_pixel_values()), settings["n_test"])
@@ -99,8 +98,8 @@ def digits_discretised(device: str = "cpu") -> TrainedBFN:
 
 
 def digits_binarised(device: str = "cpu") -> TrainedBFN:
-    """Discrete BFN (K = 2) on binarised digits (value > 8), beta_1 = 9 (sqrt(beta_1) = 3, the binarised-MNIST
-    setting of §A.4); the conv net sees 2 theta - 1 and returns two logits per pixel; trained on L^inf."""
+    """Discrete BFN (K = 2) on binarised digits (value > 8), beta_1 = 9 (sqrt(beta_1) = 3, the released BFN
+    code's binarised-MNIST setting); the conv net sees 2 theta - 1 and returns two logits per pixel; trained on L^inf."""
     settings = _digits_settings(beta_1=9.0)
     schedule = DiscreteSchedule(settings["beta_1"], 2)
     data = split(binarise(digit_pixel_values()), settings["n_test"])

@@ -1,5 +1,5 @@
 """The SDE view of BFNs (Xue et al. 2024, "Unifying Bayesian Flow Networks and Diffusion Models through
-Stochastic Differential Equations", arXiv 2404.15766; spec §B.1, §B.4).
+Stochastic Differential Equations", arXiv 2404.15766, Thm 4.1 and 5.1).
 
 Continuous data: the flow mean mu_t | x ~ N(gamma x, gamma (1 - gamma)) is the marginal of a linear SDE.
 Discrete data: the *latent logits* y_t | x ~ N(beta (K e_x - 1), K beta) are the marginal of a linear SDE and
@@ -19,11 +19,11 @@ from torch import Tensor
 from minimdm.bfn.continuous import ContinuousSchedule, Denoiser, per_sample
 from minimdm.bfn.discrete import DiscreteSchedule, ProbabilityPredictor
 
-# ---------------------------------------------------------------- continuous data (§B.1)
+# ---------------------------------------------------------------- continuous data
 
 
 def continuous_forward_sde(s, schedule: ContinuousSchedule) -> tuple[Tensor, Tensor]:
-    """(F(s), G(s)^2) of d mu = F mu ds + G dw in SDE time s = 1 - t   (Theorem 4.1, §B.1):
+    """(F(s), G(s)^2) of d mu = F mu ds + G dw in SDE time s = 1 - t   (Theorem 4.1):
 
     F(s) = d ln gamma / ds = 2 ln(sigma_1) (1 - gamma) / gamma,   G(s)^2 = -2 ln(sigma_1) sigma_1^(2(1-s)) = c (1 - gamma).
     """
@@ -33,12 +33,12 @@ def continuous_forward_sde(s, schedule: ContinuousSchedule) -> tuple[Tensor, Ten
 
 
 def continuous_reverse_sde(mu: Tensor, x_hat: Tensor, t: float, schedule: ContinuousSchedule) -> tuple[Tensor, float]:
-    """Drift and diffusion of the reverse SDE in BFN time (§B.1): d mu = c (x_hat - mu) dt + sqrt(c (1 - gamma)) dW."""
+    """Drift and diffusion of the reverse SDE in BFN time: d mu = c (x_hat - mu) dt + sqrt(c (1 - gamma)) dW."""
     return schedule.c * (x_hat - mu), float(torch.sqrt(schedule.c * schedule.one_minus_gamma(t)))
 
 
 def continuous_pf_ode_drift(mu: Tensor, x_hat: Tensor, t: float, schedule: ContinuousSchedule) -> Tensor:
-    """Probability-flow ODE in BFN time (§B.1): d mu / dt = (c/2) [(x_hat - mu) + mu (1 - gamma) / gamma]."""
+    """Probability-flow ODE in BFN time: d mu / dt = (c/2) [(x_hat - mu) + mu (1 - gamma) / gamma]."""
     gamma = float(schedule.gamma(t))
     return 0.5 * schedule.c * ((x_hat - mu) + mu * (1 - gamma) / gamma)
 
@@ -57,11 +57,11 @@ def continuous_likelihood_weight(t: Tensor, schedule: ContinuousSchedule) -> Ten
     return 0.5 * schedule.c * schedule.one_minus_gamma(t)
 
 
-# ---------------------------------------------------------------- discrete data (§B.4)
+# ---------------------------------------------------------------- discrete data
 
 
 def discrete_forward_sde(s, schedule: DiscreteSchedule) -> tuple[Tensor, Tensor]:
-    """(F(s), G(s)^2) of dy = F y ds + G dw in SDE time, b(s) = beta_1 (1 - s)^2   (Theorem 5.1, §B.4):
+    """(F(s), G(s)^2) of dy = F y ds + G dw in SDE time, b(s) = beta_1 (1 - s)^2   (Theorem 5.1):
 
     F(s) = b'/b = -2 / (1 - s),   G(s)^2 = -K b'(s) = 2 K beta_1 (1 - s).
     """
@@ -70,14 +70,14 @@ def discrete_forward_sde(s, schedule: DiscreteSchedule) -> tuple[Tensor, Tensor]
 
 
 def discrete_reverse_sde(e_hat: Tensor, t: float, schedule: DiscreteSchedule) -> tuple[Tensor, float]:
-    """Drift and diffusion of the reverse SDE in BFN time (§B.4): dy = beta'(t) (K e_hat - 1) dt + sqrt(K beta'(t)) dW,
+    """Drift and diffusion of the reverse SDE in BFN time: dy = beta'(t) (K e_hat - 1) dt + sqrt(K beta'(t)) dW,
     beta'(t) = 2 beta_1 t. (The linear part F y cancels exactly.)"""
     beta_rate = 2 * schedule.beta_1 * t
     return beta_rate * (schedule.num_classes * e_hat - 1), (schedule.num_classes * beta_rate) ** 0.5
 
 
 def discrete_pf_ode_drift(y: Tensor, e_hat: Tensor, t: float, schedule: DiscreteSchedule) -> Tensor:
-    """Probability-flow ODE in BFN time (§B.4): dy/dt = y / t + beta_1 t (K e_hat - 1)."""
+    """Probability-flow ODE in BFN time: dy/dt = y / t + beta_1 t (K e_hat - 1)."""
     return y / t + schedule.beta_1 * t * (schedule.num_classes * e_hat - 1)
 
 

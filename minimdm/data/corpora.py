@@ -93,11 +93,11 @@ def tinyshakespeare(download: bool = False) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def huggingface_text(spec: str) -> str:
+def huggingface_text(source: str) -> str:
     """``hf:NAME[:SPLIT]`` -> the dataset's ``text`` column joined by newlines."""
     import datasets
 
-    _, name, *rest = spec.split(":")
+    _, name, *rest = source.split(":")
     split = rest[0] if rest else "train"
     dataset = datasets.load_dataset(name, split=split)
     if "text" not in dataset.column_names:

@@ -1,4 +1,5 @@
-"""Synthetic facts for two SMDM experiments (mdm_core.md §1.6, §7.2 F-G), written in ``TaskTokenizer``'s alphabet.
+"""Synthetic facts for two SMDM experiments (arXiv 2410.18514: the reverse
+curse and temporal shift), written in ``TaskTokenizer``'s alphabet.
 
 **Reverse curse.** Invented people and descriptions, "A is B." (e.g. ``"bado kegi is rusa tope."``). Names use one
 set of consonants and descriptions another, so a reader (and a model) can tell which side is which. Of the facts,

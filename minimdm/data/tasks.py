@@ -2,7 +2,7 @@
 
 Every example is a (prompt, answer) pair whose answer a program can check, so a fine-tuned model is scored by
 exact match rather than by taste. The tasks differ in how the answer's length follows from the prompt, which is
-what makes LLaDA's EOS padding matter (mdm_core.md §2.3):
+what makes LLaDA's EOS padding matter (its SFT, arXiv 2502.09992):
 
 * ``add``      "37+58"              -> "95"          (1 to 3 digits)
 * ``reverse``  "reverse: kbd"       -> "dbk"         (same length as the input)
@@ -54,7 +54,7 @@ class TaskTokenizer:
         return [self.token_to_id[ch] for ch in text]
 
     def decode(self, ids, stop_at_eos: bool = True, skip_special: bool = True) -> str:
-        """Ids -> text. Stops at the first EOS (LLaDA strips the EOS padding at decode time, §2.4 step 5).
+        """Ids -> text. Stops at the first EOS (LLaDA strips the EOS padding at decode time).
 
         Ids outside the vocabulary (a mask left on the canvas) are shown as '_'.
         """

@@ -1,4 +1,4 @@
-"""Masked diffusion as energy minimisation (Chen et al. 2025, arXiv 2509.13866; spec bfn_energy.md §C, §D.3).
+"""Masked diffusion as energy minimisation (Chen et al. 2025, arXiv 2509.13866).
 
 The paper in four lines:
 
@@ -9,8 +9,9 @@ The paper in four lines:
 * with gamma = I_tau(a, b), the Beta(a, b) CDF, every (a, b) is a sampling schedule for an already-trained MDM,
   and a 2-D grid search over (a, b) picks one for a given step budget (App. E.1).
 
-Provenance: the text the spec was written from had lost the display formulas, so the energy definitions below are
-the spec's *reconstruction* (they reproduce every constant the paper quotes), not the paper's printed equations.
+Provenance: the energy definitions below are the course's *reconstruction* from the paper's statements (they
+reproduce every constant the paper quotes), not a copy of the paper's printed equations; docs/energy_definitions.md
+writes them out. Compare them with the paper before quoting them as its equations.
 
 TIME. The paper runs tau from all-masked (tau = 0) to data (tau = 1); the course (LLaDA) runs t from data (t = 0)
 to all-masked (t = 1). alpha means the same in both (the probability that a token is unmasked), only the clock is

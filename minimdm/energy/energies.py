@@ -1,6 +1,7 @@
 """The kinetic, conditional kinetic and geodesic energies of a mask schedule (paper time), and the numerical
-minimiser of the one-token energy. The definitions are the spec's reconstruction (bfn_energy.md §C.2), not the
-paper's printed equations, which the spec's source had lost; they reproduce every constant the paper quotes."""
+minimiser of the one-token energy (Chen et al. 2025, arXiv 2509.13866). The definitions are the course's
+reconstruction from the paper's statements (docs/energy_definitions.md), not a copy of its printed equations; they
+reproduce every constant the paper quotes."""
 from __future__ import annotations
 
 import math
@@ -102,7 +103,7 @@ def energies(schedule: Schedule, weight: BetaWeight, joint: EnumerableJoint, num
 
         E_k = C_k * E_1,  E_c = n 2^(n-1) * E_1,  E_g = n * E_1,  C_1 = E_k/E_c = C_k/(n 2^(n-1)),  C_2 = E_c/E_g = 2^(n-1)
 
-    with C_k = sum of m(z) over the partially masked states z the path visits (the spec's counting, [reconstruction]).
+    with C_k = sum of m(z) over the partially masked states z the path visits (our counting, part of the reconstruction).
     """
     states = MaskedStates(joint)
     nodes = time_quadrature(num_nodes)

@@ -2,7 +2,7 @@
 
     -log p_theta(x_0) <= L(x_0) = int_0^1 (-alpha'_t / (1 - alpha_t)) E_{x_t} sum_{i masked} -log p_theta(x_0^i | x_t) dt
 
-(mdm_core.md §0.2). For short sequences three exact forms must agree (and do, to ~1e-12):
+(docs/derivations.md derives the forms). For short sequences three exact forms must agree (and do, to ~1e-12):
 
 * the continuous-time integral, by Gauss-Legendre quadrature over t, for any schedule;
 * the k-form  L = sum_{k=1}^{L} f(k)/k, with f(k) the mean summed NLL over the k-subsets of masked positions;
@@ -142,7 +142,7 @@ def elbo_draws(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", n
       probability ~ n lambda and weighted 1/lambda, so E[draw^2] ~ int n/lambda dlambda diverges. Training clips
       lambda away from 0 for this reason; evaluation should prefer the l-estimator.
     * ``"l"``: l ~ U{1..n}, mask exactly l of the n maskable tokens, weight by n/l (LLaDA's lower-variance form).
-    stratified=True spreads the batch's draws evenly (§0.3); draws within one call are then not independent.
+    stratified=True spreads the batch's draws evenly (docs/derivations.md, Monte Carlo estimators); draws within one call are then not independent.
     """
     if estimator not in ("t", "l"):
         raise ValueError(f"estimator={estimator!r}: allowed values are 't' and 'l'")

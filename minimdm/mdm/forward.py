@@ -1,4 +1,5 @@
-"""The forward (masking) process q(x_t | x_0) and its two discrete variants (mdm_core.md §0.1, §0.3).
+"""The forward (masking) process q(x_t | x_0) and its two discrete variants (LLaDA, arXiv
+2502.09992; the discrete variants are the estimators of docs/derivations.md).
 
 Every function takes ``maskable`` (bool, same shape as x0): positions that may be masked. Prompts in SFT,
 conditional likelihood and DPO are never masked, so they pass ``maskable = ~is_prompt``.
@@ -42,7 +43,7 @@ def mask_tokens_l(x0, num_masked, mask_id: int, maskable=None, generator=None):
 
 
 def stratified_uniform(batch: int, device=None, generator=None) -> torch.Tensor:
-    """t_b = (u + b/B) mod 1: each t_b is still U(0,1), but the batch covers [0,1) evenly (§0.3)."""
+    """t_b = (u + b/B) mod 1: each t_b is still U(0,1), but the batch covers [0,1) evenly (stratified sampling)."""
     u = torch.rand((), device=device, generator=generator)
     return (u + torch.arange(batch, device=device) / batch) % 1.0
 
@@ -50,8 +51,8 @@ def stratified_uniform(batch: int, device=None, generator=None) -> torch.Tensor:
 def stratified_counts(batch: int, length, device=None, generator=None) -> torch.Tensor:
     """l_b = floor(L * ((u + b/B) mod 1)) + 1: each l_b is U{1..L}, and the batch spreads over 1..L evenly.
 
-    The same idea as LLaDA's evaluation draw (§2.5), written through the stratified uniform so that
-    ``length`` may also be a (batch,) tensor of per-row maskable lengths.
+    The same idea as LLaDA's evaluation draw (its likelihood evaluation, arXiv 2502.09992), written through the
+    stratified uniform so that ``length`` may also be a (batch,) tensor of per-row maskable lengths.
     """
     length = torch.as_tensor(length, device=device).expand(batch)
     u = stratified_uniform(batch, device=device, generator=generator)

@@ -1,4 +1,5 @@
-"""Likelihood of an answer given a prompt, and of a corpus, from a masked diffusion model (mdm_core.md §2.5, §0.3).
+"""Likelihood of an answer given a prompt, and of a corpus, from a masked diffusion model (LLaDA, Nie et al. 2025,
+arXiv 2502.09992; estimators in docs/derivations.md).
 
 An MDM has no exact log-likelihood, but its conditional ELBO bounds it:
 
@@ -12,8 +13,8 @@ where n is the answer length and the prompt c is never masked. The Monte Carlo d
 * ``stratified=True`` spreads the draws of one batch evenly (LLaDA's linspace of mask counts), so a batch mean
   is still unbiased but has less variance. Standard errors therefore come from independent *batches*.
 
-Classifier-free guidance (§1.3) reuses the sampler's ``guided_logits``: the unconditional branch sees the prompt
-replaced by masks. Multiple choice picks the candidate with the highest bound; with *common random numbers* every
+Classifier-free guidance (SMDM's unsupervised CFG, arXiv 2410.18514) reuses the sampler's ``guided_logits``: the
+unconditional branch sees the prompt replaced by masks. Multiple choice picks the candidate with the highest bound; with *common random numbers* every
 candidate is scored under the same random stream (same mask counts, the same positions when lengths agree), so
 the noise largely cancels in the comparison. That last part is not in LLaDA's code.
 """

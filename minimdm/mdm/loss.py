@@ -1,8 +1,8 @@
-"""The masked-diffusion pretraining loss (SMDM / LLaDA; mdm_core.md §0.3, §2.2).
+"""The masked-diffusion pretraining loss (SMDM, arXiv 2410.18514; LLaDA, arXiv 2502.09992).
 
     L(theta) = E_t [ (1/t) * E_{x_t ~ q(.|x_0)} sum_{i: x_t^i = M} -log p_theta(x_0^i | x_t) ]
 
-an upper bound on -log p_theta(x_0) (the ELBO of §0.2). As implemented by SMDM and LLaDA:
+an upper bound on -log p_theta(x_0) (the ELBO; docs/derivations.md). As implemented by SMDM and LLaDA:
 t ~ U(0,1) per sequence, clipped to p = (1 - eps) t + eps so the 1/t weight stays finite, and the sum is
 normalised by all B*L positions (not by the masked count), which keeps it an unbiased per-token bound.
 """

@@ -1,6 +1,6 @@
 """Masking schedules alpha_t = P(a token is still unmasked at time t), alpha_0 = 1, alpha_1 = 0.
 
-LLaDA and SMDM use the linear schedule alpha_t = 1 - t (mdm_core.md §0.1). The continuous-time loss
+LLaDA and SMDM use the linear schedule alpha_t = 1 - t (arXiv 2502.09992, 2410.18514). The continuous-time loss
 weights the masked cross-entropy by -alpha'_t / (1 - alpha_t), which is 1/t for the linear schedule.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Schedule:
         return 1.0 - self.alpha(t)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """w(t) = -alpha'_t / (1 - alpha_t), the ELBO weight of the masked cross-entropy (§0.2)."""
+        """w(t) = -alpha'_t / (1 - alpha_t), the ELBO weight of the masked cross-entropy (docs/derivations.md)."""
         check_time(t)  # w(0) is infinite
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))
 

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of a masked diffusion model, as LLaDA does it (mdm_core.md §2.3).
+"""Supervised fine-tuning of a masked diffusion model, as LLaDA does it (Nie et al. 2025, arXiv 2502.09992).
 
 A training row is a *prompt*, which is never masked, followed by a *response canvas*: the answer, then |EOS|
 repeated up to a fixed length. The EOS padding is an ordinary target (maskable, counted in the loss), which

@@ -1,6 +1,6 @@
 """RADD: absorbing diffusion models the conditionals of clean data (Ou, Nie et al., arXiv 2406.03736; ICLR'25).
 
-mdm_core.md §3. One theorem and what follows from it:
+One theorem and what follows from it:
 
 * **Concrete score.** For x_t with x_t^i = M and x_hat = x_t except x_hat^i = v,
       p_t(x_hat) / p_t(x_t) = a(t) * p_0(x^i = v | unmasked tokens of x_t),   a(t) = alpha_t / (1 - alpha_t)
@@ -11,7 +11,7 @@ mdm_core.md §3. One theorem and what follows from it:
 * **Caching.** c_theta has no t, so while x_t does not change its output can be reused: ``tau_leaping_sample``
   with cache=True draws exactly the same samples with E-NFE = N [1 - (1 - 1/N)^L] network calls.
 * ``ordered_sample`` decodes one position per call in a given order; ``zero_shot_perplexity`` is the
-  NELBO-per-token evaluator of §3.5.
+  NELBO-per-token evaluator of RADD's zero-shot perplexity protocol.
 
 Time-conditioned networks (``TransformerConfig(time_cond=True)``, the ablation) are told the noise level as the
 mask ratio lambda = 1 - alpha_t: any monotone function of t carries the same information.

@@ -1,4 +1,4 @@
-"""RADD's four losses (mdm_core.md §3.3): t-DSE, t-DCE, lambda-DCE, k-DCE, behind one interface.
+"""RADD's four losses (Ou et al. 2024, arXiv 2406.03736): t-DSE, t-DCE, lambda-DCE, k-DCE, behind one interface.
 
 All four estimate the same NELBO, which equals the expected NLL of an any-order autoregressive model; the
 core computes that average exactly (``minimdm.mdm.elbo.elbo_over_orders``, ``exact_elbo``), and
@@ -67,7 +67,7 @@ class RADDLoss:
         return self.per_sequence(model, x0, self.draw(x0, maskable, generator), maskable)
 
     def training_loss(self, model, x0: torch.Tensor) -> torch.Tensor:
-        """Per-token loss: normalised by all B*L positions (mdm_core.md §7.3 pitfall 2)."""
+        """Per-token loss: normalised by all B*L positions (an unbiased per-token bound)."""
         return self(model, x0).sum() / x0.numel()
 
     def __repr__(self):
@@ -104,7 +104,7 @@ class _LevelLoss(RADDLoss):
 
 
 class TimeDCE(_LevelLoss):
-    """t-DCE: int_0^1 sigma(t) a(t) E sum_{i masked} -log c_theta(x_0^i | x_t) dt  (§3.3).
+    """t-DCE: int_0^1 sigma(t) a(t) E sum_{i masked} -log c_theta(x_0^i | x_t) dt.
 
     t = (1 - eps) u + eps with u from the "vdm" stratified sampler. The official code scores -a log s_theta
     = -a log c_theta + a log(e^sigma_bar - 1); the second term is independent of theta and its expectation is
@@ -148,7 +148,7 @@ class TimeDSE(TimeDCE):
 
 
 class LambdaDCE(_LevelLoss):
-    """lambda-DCE: int_0^1 (1/lambda) E_{x_lambda} sum_{i masked} -log c_theta d lambda  (§3.3; sigma a dt = d lambda / lambda).
+    """lambda-DCE: int_0^1 (1/lambda) E_{x_lambda} sum_{i masked} -log c_theta d lambda  (sigma a dt = d lambda / lambda).
 
     Schedule-free, and the same bound as the LLaDA/SMDM loss. lambda_b = (u_b + b)/B ("decoupled" stratification),
     then lambda = (1 - eps) lambda + eps.
@@ -167,7 +167,7 @@ class LambdaDCE(_LevelLoss):
 
 
 class KDCE(RADDLoss):
-    """k-DCE, the any-order autoregressive loss: k ~ U{1..n}, mask exactly k positions, weight n/k  (§3.3).
+    """k-DCE, the any-order autoregressive loss: k ~ U{1..n}, mask exactly k positions, weight n/k.
 
     E_k (n/k) E_{|S|=k} sum_{i in S} -log c_theta(x^i | x^{not S}) = E_pi [AO-ARM NLL]; ``stratified`` spreads k
     over the batch (each k_b is still uniform).

@@ -1,4 +1,4 @@
-"""Zero-shot perplexity (mdm_core.md §3.5): the NELBO per token of any corpus, an upper bound on its NLL."""
+"""Zero-shot perplexity (RADD, arXiv 2406.03736): the NELBO per token of any corpus, an upper bound on its NLL."""
 from __future__ import annotations
 
 import math
@@ -26,7 +26,7 @@ class PerplexityResult:
 @torch.no_grad()
 def zero_shot_perplexity(model, data, mask_id: int, *, seq_len: int | None = None, loss: str | RADDLoss = "lambda_dce",
                          draws: int = 16, batch_size: int = 32, device=None, generator=None) -> PerplexityResult:
-    """NELBO per token of ``data`` under ``model`` (§3.5): for each batch, ``draws`` stratified draws of ``loss``
+    """NELBO per token of ``data`` under ``model``: for each batch, ``draws`` stratified draws of ``loss``
     (eps = 0: unbiased), averaged; PPL = exp(mean / L) bounds the perplexity from above.
 
     ``data``: windows (N, L) (e.g. ``TokenStream.windows('val')``), a 1-D token stream cut into seq_len windows,

@@ -1,4 +1,4 @@
-"""RADD's samplers (mdm_core.md §3.4): Tweedie / Euler tau-leaping with and without the cache, and the
+"""RADD's samplers (Ou et al. 2024, arXiv 2406.03736): Tweedie / Euler tau-leaping with and without the cache, and the
 ordered any-order autoregressive sampler. NFE is counted per row: a row's network evaluation counts once.
 """
 from __future__ import annotations
@@ -185,7 +185,7 @@ def ordered_sample(denoiser, *, mask_id: int, length: int | None = None, batch_s
                    record_history: bool = True) -> RADDSampleResult:
     """Any-order autoregressive decoding (RADD's OrderedSampler): reveal one position per network call,
     x^{pi(j)} ~ c_theta(. | x^{pi(<j)}), in the given order. Positions already visible in ``canvas`` are skipped.
-    With order='random' the law of the samples is p_mix (§0.2): the data law for exact conditionals.
+    With order='random' the law of the samples is p_mix (docs/derivations.md): the data law for exact conditionals.
     """
     x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape

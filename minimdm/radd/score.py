@@ -1,4 +1,5 @@
-"""The absorbing process's schedules and its analytic concrete score (mdm_core.md §3.1-3.2).
+"""The absorbing process's schedules and its analytic concrete score (Ou et al. 2024,
+arXiv 2406.03736, its main theorem).
 
     p_t(x_hat) / p_t(x_t) = a(t) p_0(x^i = v | unmasked tokens of x_t),   a(t) = alpha_t / (1 - alpha_t)
 
@@ -14,7 +15,7 @@ import torch
 from minimdm.mdm.denoiser import logits_of
 from minimdm.mdm.schedules import Schedule, get_schedule
 
-# --- schedules (§3.1): alpha_t = exp(-sigma_bar(t)) ---------------------------------------------------------
+# --- schedules: alpha_t = exp(-sigma_bar(t)) ---------------------------------------------------------
 
 
 class LogLinearSchedule(Schedule):
@@ -77,12 +78,12 @@ def noise_rate(schedule: Schedule, t) -> torch.Tensor:
 
 
 def score_scale(schedule: Schedule, t) -> torch.Tensor:
-    """a(t) = e^{-sigma_bar} / (1 - e^{-sigma_bar}) = alpha_t / (1 - alpha_t)  (§3.2; (1-t)/t when linear)."""
+    """a(t) = e^{-sigma_bar} / (1 - e^{-sigma_bar}) = alpha_t / (1 - alpha_t)  ((1-t)/t when linear)."""
     alpha = schedule.alpha(torch.as_tensor(t, dtype=torch.float64))
     return alpha / (1.0 - alpha)
 
 
-# --- the concrete score (§3.2) --------------------------------------------------------------------------------
+# --- the concrete score ----------------------------------------------------------------------------------------
 
 
 def is_time_conditioned(model) -> bool:

@@ -1,4 +1,4 @@
-"""An enumerable joint distribution over V^L (mdm_core.md §7.1, S1): every quantity is exact.
+"""An enumerable joint distribution over V^L : every quantity is exact.
 
 With V = 3 and L = 3 there are 27 sequences; the true conditional p(x^i | visible tokens) is a sum over the
 sequences consistent with what is visible, so the oracle denoiser is an exact, consistent MDM.

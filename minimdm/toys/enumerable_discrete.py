@@ -1,8 +1,8 @@
-"""Soft-evidence posteriors for an enumerable joint (spec §D.0): the exact denoiser of a discrete BFN.
+"""Soft-evidence posteriors for an enumerable joint: the exact denoiser of a discrete BFN.
 
 Observing each position d of x ~ p through an independent likelihood theta_d (a vector over the K classes) gives
 p(x | theta) ∝ p(x) prod_d theta_d[x_d]; its per-position marginals are exactly E[e_x | theta], the quantity a
-discrete BFN's network learns (its evidence about x is such a product, §A.4). This module builds on the table of
+discrete BFN's network learns (its evidence about x is such a product). This module builds on the table of
 ``minimdm.toys.enumerable.EnumerableJoint`` and knows nothing about BFNs.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A Gaussian mixture with isotropic components and its exact denoiser (spec §D.0).
+"""A Gaussian mixture with isotropic components and its exact denoiser.
 
 Data x ~ sum_k w_k N(m_k, s_k^2 I). Observed through a Gaussian channel obs = a x + sigma eps, the posterior mean
 E[x | obs] is closed form: given component k, obs ~ N(a m_k, (a^2 s_k^2 + sigma^2) I), so
@@ -62,12 +62,12 @@ class GaussianMixture:
 
 
 def eight_gaussians(radius: float = 0.7, std: float = 0.02, dtype: torch.dtype = torch.float64) -> GaussianMixture:
-    """Eight equal Gaussians on a circle: the standard 2-D toy (spec §D.1: radius 0.7, std 0.02-0.05)."""
+    """Eight equal Gaussians on a circle: the standard 2-D toy (radius 0.7, std 0.02-0.05)."""
     angles = torch.arange(8, dtype=dtype) * (2 * math.pi / 8)
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
     return GaussianMixture(torch.full((8,), 1 / 8, dtype=dtype), means, torch.full((8,), std, dtype=dtype), dtype=dtype)
 
 
 def two_component_1d(dtype: torch.dtype = torch.float64) -> GaussianMixture:
-    """The 1-D mixture of the spec's order test (§D.2): w = (.3, .7), m = (-.6, .4), s = (.05, .15)."""
+    """The 1-D mixture of course's order test (tests/test_bfn_solvers.py): w = (.3, .7), m = (-.6, .4), s = (.05, .15)."""
     return GaussianMixture([0.3, 0.7], [[-0.6], [0.4]], [0.05, 0.15], dtype=dtype)

@@ -1,4 +1,4 @@
-"""A first-order Markov source with an exact oracle denoiser (mdm_core.md §7.1, S2).
+"""A first-order Markov source with an exact oracle denoiser .
 
 x^0 ~ pi_0, x^{i+1} ~ T[x^i, :]. Because the chain is first order, a masked position i depends only on its
 nearest visible neighbours a < i < b:
