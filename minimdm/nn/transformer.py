@@ -198,10 +198,20 @@ class Transformer(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         return total - self.embed.weight.numel() if non_embedding else total
 
-    def forward(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None, time: torch.Tensor | None = None,
-                kv_cache=None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, K). attn_mask: bool (B, T, T) or (B, 1, T, S), True = may attend."""
-        if input_ids.dim() != 2:
+    def forward(self, input_ids: torch.Tensor | None, attn_mask: torch.Tensor | None = None,
+                time: torch.Tensor | None = None, kv_cache=None, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, K). attn_mask: bool (B, T, T) or (B, 1, T, S), True = may attend.
+
+        ``input_embeds`` (B, T, d_model) replaces the embedding lookup (pass ``input_ids=None``): a vision-language
+        model splices image features into the token embeddings this way.
+        """
+        if (input_ids is None) == (input_embeds is None):
+            raise ValueError("pass exactly one of input_ids (B, T) and input_embeds (B, T, d_model)")
+        if input_embeds is not None:
+            if input_embeds.dim() != 3 or input_embeds.shape[-1] != self.config.d_model:
+                raise ValueError(f"input_embeds must have shape (batch, length, {self.config.d_model}), "
+                                 f"got {tuple(input_embeds.shape)}")
+        elif input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
         if kv_cache is not None and not self.config.causal:
             raise ValueError("kv_cache needs causal=True: a bidirectional model recomputes every position")
@@ -210,7 +220,7 @@ class Transformer(nn.Module):
                 raise ValueError(f"attn_mask must be a boolean tensor (True = may attend), got {attn_mask.dtype}")
             if attn_mask.dim() == 3:
                 attn_mask = attn_mask[:, None]  # broadcast over heads
-        x = self.embed(input_ids)
+        x = self.embed(input_ids) if input_embeds is None else input_embeds
         if self.time_mlp is not None:
             if time is None:
                 raise ValueError("this model has time_cond=True: pass time=t of shape (batch,)")
@@ -218,5 +228,5 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, self.rope, attn_mask, kv_cache)
         if kv_cache is not None:
-            kv_cache.advance(input_ids.shape[1])
+            kv_cache.advance(x.shape[1])
         return self.head(self.norm(x))
