@@ -7,8 +7,9 @@ A pre-norm LLaMA-style decoder (RMSNorm, SwiGLU, RoPE, ``F.scaled_dot_product_at
 
 Token ids ``0..K-1`` are real tokens. With ``mask_token=True`` the embedding table has one extra row,
 id ``K`` = ``model.mask_id``, but the head still has ``K`` outputs: the mask is an input, never a
-prediction (the model is never asked to output a mask: LLaDA, arXiv 2502.09992, §2.1). An optional boolean ``attn_mask`` (True = may attend) serves
-document masks and dialogue-causal masks; ``time_cond=True`` adds a time embedding for RADD's ablation.
+prediction (the clean data never contains it; LLaDA, arXiv 2502.09992, §2.1). An optional boolean ``attn_mask``
+(True = may attend) serves document masks and dialogue-causal masks; ``time_cond=True`` adds a time embedding for
+RADD's ablation.
 """
 from __future__ import annotations
 
