@@ -73,3 +73,143 @@ def test_recording_the_history_changes_no_token(name):
             for record in (True, False)]
     assert torch.equal(runs[0].tokens, runs[1].tokens)
     assert runs[1].frames == runs[1].confidences == runs[1].proposals == runs[1].proposal_probs == []
+
+
+# ---- the lab, driven from Python ---------------------------------------------------------------------------------
+
+from minimdm.data.tokenizers import CharTokenizer  # noqa: E402
+from minimdm.toys import MarkovChain  # noqa: E402
+from minimdm.widgets import UnmaskingLab, commit_steps, plot_unmasking  # noqa: E402
+from minimdm.widgets.lab import EXACT, RADD  # noqa: E402
+
+
+def make_lab(**overrides):
+    tokenizer = CharTokenizer(list("abcde"))
+    settings = dict(prompt="abc", gen_length=16, steps=8, temperature=0.0, eos_id=0)
+    settings.update(overrides)
+    return UnmaskingLab(tiny_transformer(vocab_size=5, length=32), tokenizer, **settings)
+
+
+def frames_of(lab, panel=0):
+    return torch.stack(lab.results[panel].frames)
+
+
+def run_with(lab, widget, value):
+    widget.value = value
+    lab.generate_button.click()  # what pressing the button does
+    return frames_of(lab)
+
+
+CONTROLS = {  # control -> a new value that must change the frames (from the defaults of make_lab)
+    "prompt_box": "eeddc",
+    "steps_slider": 4,
+    "length_slider": 8,
+    "block_menu": 4,
+    "temperature_slider": 1.5,
+    "guidance_slider": 3.0,
+}
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_every_control_changes_what_is_generated(control):
+    lab = make_lab()
+    before = frames_of(lab)
+    after = run_with(lab, getattr(lab, control), CONTROLS[control])
+    assert before.shape != after.shape or not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("strategy", ["random", "low-confidence, EOS/EoT last", RADD])
+def test_every_strategy_changes_what_is_generated(strategy):
+    lab = make_lab(temperature=1.0)
+    before = frames_of(lab)
+    after = run_with(lab, lab.strategy_menu, strategy)
+    assert not torch.equal(before, after)
+    assert not bool((lab.results[0].tokens == lab.mask_id).any())
+
+
+def test_the_seed_changes_a_random_run_and_repeats_it():
+    lab = make_lab(temperature=1.0, strategy="random")
+    first = frames_of(lab)
+    assert not torch.equal(first, run_with(lab, lab.seed_box, 1))
+    assert torch.equal(first, run_with(lab, lab.seed_box, 0))  # same seed, same run
+
+
+def test_two_strategies_side_by_side_share_the_seed():
+    lab = make_lab(temperature=1.0)
+    alone = frames_of(lab)
+    run_with(lab, lab.compare_menu, "random")
+    assert len(lab.results) == 2 and torch.equal(frames_of(lab, 0), alone)
+    random_alone = make_lab(temperature=1.0, strategy="random")
+    assert torch.equal(frames_of(lab, 1), frames_of(random_alone))
+    assert lab.panels[1].value == lab.frame(0, 1) and len(lab.texts) == 2
+
+
+def test_play_and_the_step_buttons_move_through_the_frames():
+    lab = make_lab()
+    shown = [lab.panels[0].value]
+    lab.forward_button.click()
+    shown.append(lab.panels[0].value)
+    assert lab.step_slider.value == 1 and shown[1] == lab.frame(1) != shown[0]
+    lab.back_button.click()
+    assert lab.step_slider.value == 0 and lab.panels[0].value == shown[0]
+    lab.play.value = 5  # what the Play widget does in the browser, one value at a time
+    assert lab.step_slider.value == 5 and lab.panels[0].value == lab.frame(5)
+    lab.back_button.click()
+    assert lab.step_slider.value == 4
+
+
+def test_masked_cells_show_the_top_proposal_and_blocks_show_their_boundary():
+    lab = make_lab(block_length=8)
+    first = lab.frame(0)
+    assert first.count('class="mdm-mask"') == 16 and "top proposal" in first
+    assert first.count("mdm-block-edge") == 1  # 16 tokens in blocks of 8: one boundary
+    assert lab.frame(8).count('class="mdm-mask"') == 0
+    assert "background:#d9d9d9" not in lab.frame(8)  # CSS boxes, not a glyph: none left at the end
+
+
+def test_commit_order_heat_map_counts_each_step():
+    lab = make_lab(steps=8)
+    steps = commit_steps(lab.results[0])
+    P = lab.results[0].prompt_length
+    assert bool((steps[:P] == 0).all())
+    assert sorted(steps[P:].tolist()) == [k for k in range(1, 9) for _ in range(2)]  # two tokens per step
+    assert "mdm-heatmap" in lab.heatmaps[0].value
+
+
+def test_radd_panel_reuses_the_cache_and_greys_out_blocks_and_guidance():
+    lab = make_lab(strategy=RADD, steps=16)
+    result = lab.results[0]
+    assert result.nfe <= 16 and len(result.frames) == 17
+    assert lab.block_menu.disabled and lab.guidance_slider.disabled and not lab.steps_slider.disabled
+    masked = result.frames[0] == lab.mask_id
+    assert torch.equal(result.proposals[0][masked] >= 0, masked[masked])  # proposals attached after the run
+
+
+def test_the_exact_oracle_is_offered_for_a_toy_and_fills_one_token_per_step():
+    chain = MarkovChain(vocab_size=6, seed=0)
+    with pytest.raises(ValueError, match="allowed values"):
+        make_lab(strategy=EXACT)  # a trained model has no exact oracle
+    lab = UnmaskingLab(chain, prompt="ab", gen_length=10, strategy=EXACT, compare="random", temperature=1.0)
+    exact = lab.results[0]
+    assert len(exact.frames) == 11 and exact.nfe == 10 and lab.steps_slider.disabled is False
+    assert not bool((exact.tokens == 6).any()) and lab.texts[0] and set(lab.texts[0]) <= set("abcdef")
+
+
+def test_bad_input_is_reported_in_the_status_line_not_raised():
+    lab = make_lab()
+    previous = lab.results
+    run_with(lab, lab.prompt_box, "xyz")
+    assert "not in this tokenizer" in lab.status.value and lab.results is previous
+    run_with(lab, lab.prompt_box, "a" * 20)
+    assert "exceeds the model" in lab.status.value and "context of 32" in lab.status.value
+    with pytest.raises(ValueError, match="gen_length"):
+        make_lab(gen_length=40)
+
+
+def test_the_static_figure_has_the_legend_and_the_proposals():
+    lab = make_lab(block_length=8)
+    fig = plot_unmasking(lab.results[0], lab.token_text, width=16, block_length=8)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("masked" in t for t in labels) and any("block boundary" in t for t in labels)
+    faint = [t for t in fig.axes[0].texts if t.get_color() != "black"]
+    assert len(faint) == 16  # step 0: every masked cell shows the model's top proposal
