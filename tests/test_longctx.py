@@ -1,0 +1,252 @@
+"""Long context (UltraLLaDA): the RoPE formulas, the passkey data, the document mask and the evaluators."""
+import math
+
+import pytest
+import torch
+
+from minimdm.longctx import (PACKING, VARIANTS, PasskeyTask, apply_rope_scaling, critical_dimension,
+                             denoiser_with_mask, document_attention_mask, packed_mdm_loss, passkey_grid,
+                             predict_keys, rope_scaling, scaling_factor)
+from minimdm.longctx.evaluate import answer_outcomes
+from minimdm.nn import Transformer, TransformerConfig
+
+HEAD_DIM, BASE, T_TRAIN = 32, 1e4, 128
+
+
+@pytest.fixture(scope="module")
+def task():
+    return PasskeyTask(stream_tokens=1 << 14)
+
+
+def small_model(vocab_size, n_layers=2, max_len=64):
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(vocab_size=vocab_size, n_layers=n_layers, d_model=64, n_heads=2,
+                                         max_len=max_len)).eval()
+
+
+# --- RoPE formulas --------------------------------------------------------------------------------------------
+
+def test_reference_values_of_the_formulas():
+    assert critical_dimension(HEAD_DIM, BASE, T_TRAIN) == 12  # d_crit, from T_train
+    assert critical_dimension(HEAD_DIM, BASE, 2 * T_TRAIN) == 14  # d'_crit, from 2 T_train
+    expected = {("critical_ntk", 512): 12.5, ("diffusion_ntk", 512): 11.4, ("critical_ntk", 1024): 79.3,
+                ("diffusion_ntk", 1024): 55.5, ("ntk", 512): 4.4, ("ntk", 1024): 9.2, ("linear", 1024): 8.0,
+                ("none", 1024): 1.0}
+    # The reference values are quoted to 0.1; 79.3 is 79.248 rounded via 79.25, hence the 0.06 allowance.
+    # Independently, the closed forms by hand: (1024/2pi)^(32/12)/1e4 = 79.2477..., (2048/2pi)^(32/14)/1e4 = 55.5064...
+    for (variant, target), value in expected.items():
+        lam = scaling_factor(variant, head_dim=HEAD_DIM, base=BASE, train_length=T_TRAIN, target_length=target)
+        assert abs(lam - value) < 0.06, (variant, target, lam)
+    for (variant, target), closed_form in {("critical_ntk", 1024): (1024 / (2 * math.pi)) ** (32 / 12) / 1e4,
+                                           ("diffusion_ntk", 1024): (2048 / (2 * math.pi)) ** (32 / 14) / 1e4,
+                                           ("ntk", 1024): 8 ** (32 / 30)}.items():
+        lam = scaling_factor(variant, head_dim=HEAD_DIM, base=BASE, train_length=T_TRAIN, target_length=target)
+        assert lam == pytest.approx(closed_form, rel=1e-12)
+    scaling = rope_scaling("diffusion_ntk", head_dim=HEAD_DIM, base=BASE, train_length=T_TRAIN, target_length=1024)
+    assert scaling.critical_dim == 14 and scaling.base == pytest.approx(55.51 * BASE, rel=1e-3)
+
+
+@pytest.mark.parametrize("head_dim,base,length", [(32, 1e4, 128), (32, 1e4, 256), (64, 5e5, 4096), (128, 5e5, 4096),
+                                                  (16, 500.0, 50)])
+def test_critical_dimension_counts_the_pairs_that_turn_a_full_circle(head_dim, base, length):
+    periods = [2 * math.pi * base ** (2 * i / head_dim) for i in range(head_dim // 2)]  # P_i = 2 pi b^(2i/d)
+    assert critical_dimension(head_dim, base, length) == 2 * sum(p <= length for p in periods)
+
+
+@pytest.mark.parametrize("variant,span", [("critical_ntk", 1), ("diffusion_ntk", 2)])
+def test_critical_pair_period_stretches_to_the_target(variant, span):
+    target = 1024
+    scaling = rope_scaling(variant, head_dim=HEAD_DIM, base=BASE, train_length=T_TRAIN, target_length=target)
+    first_unseen_pair = scaling.critical_dim // 2
+    period = 2 * math.pi * scaling.base ** (2 * first_unseen_pair / HEAD_DIM)
+    assert period == pytest.approx(span * target, rel=1e-12)
+
+
+def test_classic_ntk_interpolates_the_slowest_pair_and_keeps_the_fastest():
+    scaling = rope_scaling("ntk", head_dim=HEAD_DIM, base=BASE, train_length=T_TRAIN, target_length=1024)
+    slowest = HEAD_DIM // 2 - 1
+    theta = BASE ** (-2 * slowest / HEAD_DIM)
+    theta_new = scaling.base ** (-2 * slowest / HEAD_DIM)
+    assert theta / theta_new == pytest.approx(1024 / T_TRAIN, rel=1e-12)
+    assert scaling.base ** 0 == BASE ** 0  # pair 0 turns at the same speed
+
+
+def test_lambda_one_is_plain_rope_bit_for_bit(task):
+    model = small_model(task.vocab_size)
+    x = torch.randint(task.vocab_size, (2, 40))
+    reference = model(x)
+    for variant in VARIANTS:
+        scaling = rope_scaling(variant, head_dim=32, base=BASE, train_length=64, factor=1.0)
+        scaled = apply_rope_scaling(model, scaling)
+        assert torch.equal(scaled.rope.cos, model.rope.cos) and torch.equal(scaled.rope.sin, model.rope.sin)
+        assert torch.equal(scaled(x), reference), variant
+    none = rope_scaling("none", head_dim=32, base=BASE, train_length=64, target_length=512)
+    assert torch.equal(apply_rope_scaling(model, none)(x), reference)
+
+
+def test_scaled_model_keeps_weights_and_changes_angles(task):
+    model = small_model(task.vocab_size)
+    scaling = rope_scaling("diffusion_ntk", head_dim=32, base=BASE, train_length=64, target_length=512)
+    scaled = apply_rope_scaling(model, scaling)
+    for (name, a), (_, b) in zip(model.state_dict().items(), scaled.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert scaled.config.rope_base == scaling.base and not torch.equal(scaled.rope.cos, model.rope.cos)
+    assert model.config.rope_base == BASE  # the original is untouched
+
+
+def test_position_interpolation_maps_position_s_m_to_m(task):
+    model = small_model(task.vocab_size)
+    scaled = apply_rope_scaling(model, rope_scaling("linear", head_dim=32, base=BASE, train_length=16, factor=4.0))
+    m = torch.arange(16)
+    assert torch.equal(scaled.rope.cos[4 * m], model.rope.cos[m])
+
+
+# --- passkey documents and packs -----------------------------------------------------------------------------
+
+def test_documents_hide_the_key_at_the_chosen_depth(task):
+    length, needle = 60, task.encode("the key is")
+    for depth, expected_start in [(0.0, 0), (1.0, length - task.question_length - task.needle_length), (0.25, 11)]:
+        batch = task.documents(3, length, depth, torch.Generator().manual_seed(1))
+        assert batch.tokens.shape == (3, length)
+        for row, key in zip(batch.tokens, batch.key):
+            assert row[batch.answer_mask[0]].tolist() == key.tolist()
+            assert row[expected_start:expected_start + 3].tolist() == needle
+            assert row[expected_start + 3:expected_start + 3 + task.key_length].tolist() == key.tolist()
+            assert task.decode(row[-task.question_length:-task.key_length]) == "what is the key ?"
+            assert int((row < 10).sum()) == 2 * task.key_length  # digits appear in the needle and answer only
+
+
+def test_packs_hold_the_same_documents_for_every_strategy(task):
+    packs = {s: task.packs(4, 200, s, generator=torch.Generator().manual_seed(3)) for s in PACKING}
+    for strategy, batch in packs.items():
+        assert batch.tokens.shape == (4, 200)
+        assert torch.equal(batch.key, packs["direct"].key) and torch.equal(batch.doc_ids, packs["direct"].doc_ids)
+        assert torch.equal(batch.other_keys, packs["direct"].other_keys)
+        assert bool((batch.doc_ids.diff(dim=1) >= 0).all())  # documents are contiguous
+        eods = batch.tokens == task.eod_id
+        if strategy == "eod":  # one separator closes every document
+            last_of_doc = torch.cat([batch.doc_ids.diff(dim=1) != 0, torch.ones(4, 1, dtype=torch.bool)], 1)
+            assert torch.equal(eods, last_of_doc)
+        else:
+            assert not eods.any()
+        for row in range(4):
+            assert batch.tokens[row][batch.answer_mask[row]].tolist() == batch.key[row].tolist()
+            asked_doc = batch.doc_ids[row][batch.answer_mask[row]].unique()
+            assert asked_doc.numel() == 1
+            assert (batch.other_keys[row] >= 0).all(1).sum() == batch.doc_ids[row].max()  # one key per other doc
+
+
+def test_document_mask_blocks_every_gradient_across_documents(task):
+    model = small_model(task.vocab_size).train()
+    batch = task.packs(1, 90, "doc_mask", max_doc_length=45, generator=torch.Generator().manual_seed(0))
+    doc_ids = batch.doc_ids
+    assert doc_ids.max() >= 1
+    captured = {}
+
+    def keep_embeddings(module, inputs, output):  # d(output)/d(input embeddings), not just d/d(token ids)
+        output.retain_grad()
+        captured["embeddings"] = output
+
+    handle = model.embed.register_forward_hook(keep_embeddings)
+    try:
+        for attn_mask, crosses in [(document_attention_mask(doc_ids), False), (None, True)]:
+            model.zero_grad()
+            logits = model(batch.tokens, attn_mask=attn_mask)
+            logits[doc_ids == 0].pow(2).sum().backward()  # an output of document 0 only
+            grad = captured["embeddings"].grad[0]  # (T, d_model)
+            other = grad[doc_ids[0] != 0]
+            assert grad[doc_ids[0] == 0].abs().sum() > 0
+            if crosses:  # without the mask the gradient does flow: the test can fail
+                assert other.abs().sum() > 0
+            else:
+                assert torch.equal(other, torch.zeros_like(other))
+    finally:
+        handle.remove()
+
+
+def test_document_mask_makes_a_pack_equal_its_documents_run_alone(task):
+    model = small_model(task.vocab_size, max_len=128)
+    batch = task.packs(1, 100, "doc_mask", max_doc_length=50, generator=torch.Generator().manual_seed(2))
+    packed = denoiser_with_mask(model, batch.doc_ids)(batch.tokens)
+    for doc in batch.doc_ids[0].unique():
+        where = batch.doc_ids[0] == doc
+        alone = model(batch.tokens[:, where])  # RoPE sees the same offsets, so only float rounding differs
+        torch.testing.assert_close(packed[:, where], alone, atol=2e-5, rtol=1e-4)
+
+
+def test_packed_loss_uses_the_mask_only_for_doc_mask(task):
+    model = small_model(task.vocab_size)
+    batch = task.packs(2, 80, "doc_mask", max_doc_length=40, generator=torch.Generator().manual_seed(0))
+    losses = []
+    for use in (True, False):
+        torch.manual_seed(5)
+        losses.append(packed_mdm_loss(model, (batch.tokens, batch.doc_ids), model.mask_id, use))
+    assert torch.isfinite(losses[0]) and not torch.equal(losses[0], losses[1])
+
+
+# --- evaluators ----------------------------------------------------------------------------------------------
+
+class NeedleOracle(torch.nn.Module):
+    """Reads the needle 'the key is d1..dn' of each row and puts all its mass on those digits: an exact retriever."""
+
+    def __init__(self, task, shift=0):
+        super().__init__()
+        self.task, self.shift, self.mask_id = task, shift, task.vocab_size
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so device_of finds a device
+
+    def forward(self, x, attn_mask=None):
+        key, is_ = self.task.index["key"], self.task.index["is"]
+        logits = torch.full((*x.shape, self.task.vocab_size), -1e9)
+        for b, row in enumerate(x):
+            start = next(i for i in range(len(row) - 1) if row[i] == key and row[i + 1] == is_) + 2
+            digits = (row[start:start + self.task.key_length] + self.shift) % 10
+            answer = torch.arange(len(row) - self.task.key_length, len(row))  # single documents end with it
+            logits[b, answer, digits] = 0.0
+        return logits
+
+
+def test_passkey_grid_is_one_for_an_exact_retriever_and_zero_for_a_wrong_one(task):
+    lengths, depths = [40, 80], [0.0, 0.5, 1.0]
+    grid = passkey_grid(NeedleOracle(task), task, lengths, depths, samples=5)
+    assert torch.equal(grid.accuracy, torch.ones(2, 3)) and torch.equal(grid.stderr, torch.zeros(2, 3))
+    assert torch.equal(passkey_grid(NeedleOracle(task, shift=1), task, lengths, depths, samples=5).accuracy,
+                       torch.zeros(2, 3))
+
+
+def test_sampler_path_returns_the_same_key_as_one_forward_pass(task):
+    batch = task.documents(4, 50, 0.3, torch.Generator().manual_seed(0))
+    oracle = NeedleOracle(task)
+    assert torch.equal(predict_keys(oracle, batch, steps=1), batch.key)
+    assert torch.equal(predict_keys(oracle, batch, steps=4), batch.key)
+
+
+def test_answer_outcomes_count_another_documents_key_as_wrong_document():
+    key = torch.tensor([[1, 2], [1, 2], [1, 2], [1, 2]])
+    other_keys = torch.tensor([[[3, 4], [-1, -1]], [[3, 4], [5, 6]], [[3, 4], [-1, -1]], [[1, 2], [-1, -1]]])
+    predicted = torch.tensor([[1, 2], [5, 6], [3, 5], [1, 2]])
+    exact, wrong_document = answer_outcomes(predicted, key, other_keys)
+    assert exact.tolist() == [1, 0, 0, 1] and wrong_document.tolist() == [0, 1, 0, 0]
+
+
+# --- errors speak --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,argument", [
+    (lambda: scaling_factor("ntk", head_dim=32, base=BASE, train_length=128, target_length=64), "target_length"),
+    (lambda: rope_scaling("diffusion_ntk", head_dim=32, base=BASE, train_length=128, target_length=100),
+     "target_length"),
+    (lambda: rope_scaling("ntk", head_dim=32, base=BASE, train_length=128, factor=0.0), "factor"),
+    (lambda: rope_scaling("linear", head_dim=32, base=BASE, train_length=128, factor=-2.0), "factor"),
+    (lambda: rope_scaling("ntk", head_dim=31, base=BASE, train_length=128, target_length=512), "head_dim"),
+    (lambda: critical_dimension(33, BASE, 128), "head_dim"),
+    (lambda: rope_scaling("yarn", head_dim=32, base=BASE, train_length=128, target_length=512), "variant"),
+    (lambda: rope_scaling("ntk", head_dim=32, base=BASE, train_length=128), "target_length"),
+    (lambda: PasskeyTask(stream_tokens=4096).documents(2, 64, depth=1.5), "depth"),
+    (lambda: PasskeyTask(stream_tokens=4096).documents(2, 64, depth=-0.1), "depth"),
+    (lambda: PasskeyTask(stream_tokens=4096).documents(2, 10), "length"),
+    (lambda: PasskeyTask(stream_tokens=4096).packs(2, 64, "concat"), "strategy"),
+])
+def test_bad_input_gives_a_one_line_error(call, argument):
+    with pytest.raises(ValueError) as error:
+        call()
+    message = str(error.value)
+    assert argument in message and "\n" not in message
