@@ -29,6 +29,9 @@ POINTERS = [
     ("an unverified recollection", re.compile(r"recall(?:ed)?\W{0,3}(?:and\s+not\s+re-?)?verif", re.IGNORECASE)),
     ("a lettered note section", re.compile(r"(?<!App\. )(?<!Appendix )§\s?[A-D](?:\.\d+)?\b")),
     ("a note section number", re.compile(r"§\s?0\.\d|§\s?\d\.\d+\s+[A-K](?:-[A-K])?\b(?![\w'])")),
+    # a paper's section is cited with the paper: "LLaDA §2.4", "arXiv 2502.09992, §2.4"
+    ("a section sign without its paper", re.compile(r"^(?!.*(?:arXiv|LLaDA|SMDM|RADD|VRPO|SEDD|BFN|DPO|Chinchilla|\bRID\b|"
+                                                    r"et al\.|[Pp]aper|Graves|Xue|\bNie\b|\bOu\b|\bZhu\b|\bChen\b)).*§")),
 ]
 
 
@@ -69,6 +72,7 @@ def file_lines(path: Path):
     "(mdm_core.md §0.2)", "see DESIGN.md", "spec §7.2 E pass criteria:", "the spec's reference values",
     "written from the spec, and", "a far smaller learning rate [P?].", "reports gains [A]: +4.7",
     "recall—verify", "(§A.2)", "exactly the grid of §B.3", "(§0.3)", "(spec: >= 32)", "as in the course spec",
+    "The sampler (§2.4) proposes a token", "as you see in §3.2 of our notes",
 ])
 def test_the_scanner_finds_each_kind_of_pointer(line):
     assert pointers_in(line), line
@@ -77,7 +81,8 @@ def test_the_scanner_finds_each_kind_of_pointer(line):
 @pytest.mark.parametrize("line", [
     "a specific example", "special tokens", "spectral norm", 'if importlib.util.find_spec("minimdm") is None:',
     '"kernelspec": {', "x = table[A]", "(App. A.3)", "(arXiv 2502.09992, Sec. 2.4)", "Theorem 4.1 of arXiv 2404.15766",
-    "respecting the order", "see section 2", "a list [A, B]",
+    "respecting the order", "see section 2", "a list [A, B]", "The sampler (LLaDA §2.4) proposes",
+    "the paper's §3.2",
 ])
 def test_the_scanner_leaves_ordinary_text_alone(line):
     assert not pointers_in(line), line
