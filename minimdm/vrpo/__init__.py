@@ -45,8 +45,8 @@ from minimdm.vrpo.preference import (PreferenceData, build_preference_data, exac
                                      sample_answers, split_held_out)
 from minimdm.vrpo.training import frozen_copy, gradient_norms, train_dpo_e
 
-__all__ = ["ELBOSampling", "estimator_family", "MaskDraws", "draw_masks", "all_answer_masks", "elbo_from_draws",
-           "exact_answer_elbo", "DPOEOutput", "dpo_e_from_elbos", "dpo_e_loss", "exact_dpo_e", "frozen_copy",
+__all__ = ["ESTIMATORS", "ELBOSampling", "estimator_family", "MaskDraws", "draw_masks", "all_answer_masks",
+           "elbo_from_draws", "exact_answer_elbo", "DPOEOutput", "dpo_e_from_elbos", "dpo_e_loss", "exact_dpo_e", "frozen_copy",
            "flat_gradient", "LogitOffsetPolicy", "estimator_statistics", "exact_match_reward", "split_held_out",
            "PreferenceData", "sample_answers", "mean_reward", "build_preference_data", "train_dpo_e",
            "gradient_norms"]
