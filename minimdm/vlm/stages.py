@@ -1,0 +1,157 @@
+"""LLaDA-V's training recipe, shrunk (arXiv 2505.16933, its training strategy), every stage run by ``minimdm.train.train``.
+
+0. The vision encoder is pretrained as a digit classifier, then frozen (SigLIP arrives pretrained).
+1. The language model is trained on text-only dialogues (LLaDA-V starts from LLaDA-8B-Instruct; the AR control
+   from LLaMA3-8B-Instruct): it learns the chat format, parity and addition from captions written as text.
+2. Language-image alignment: only the MLP connector trains, on "describe it" captions of the images.
+3. Visual instruction tuning: everything trains on the visual dialogues, the encoder at a lower learning rate
+   (LLaDA-V: 2e-6 for the vision tower against 1e-5 for the rest).
+
+``train`` gives every parameter the same learning rate, and Adam's step does not change when a gradient is scaled,
+so the lower rate is obtained by a parameter multiplier: the encoder's weights are stored as W' = W / s and used as
+W = s W'. Adam moves W' by about lr per step, hence W by about s lr: the encoder learns s times more slowly.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from minimdm.nn import Transformer, TransformerConfig
+from minimdm.train import TrainConfig, TrainResult, train
+from minimdm.vlm.dialogues import (DialogueTokenizer, DigitImages, EncodedDialogues, batch_sampler,
+                                   encode_dialogues, make_dialogue, text_dialogues)
+from minimdm.vlm.encoder import DigitEncoder, classifier_loss
+from minimdm.vlm.loss import ar_dialogue_loss, mdm_dialogue_loss
+from minimdm.vlm.model import VisionLanguageModel
+
+
+@dataclass
+class RecipeConfig:
+    """Sizes and steps of every stage; the notebook picks one per preset."""
+
+    d_model: int = 96
+    n_layers: int = 3
+    n_heads: int = 4
+    encoder_width: int = 32
+    batch_size: int = 64
+    encoder_steps: int = 200
+    text_steps: int = 600
+    align_steps: int = 150
+    tune_steps: int = 600
+    encoder_lr: float = 1e-2
+    lr: float = 2e-3
+    align_lr: float = 1e-3
+    tune_lr: float = 1e-3
+    encoder_lr_scale: float = 0.2
+    text_dialogues: int = 20000
+    device: str = "cpu"
+    progress: bool = False
+
+
+def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
+    for parameter in module.parameters():
+        parameter.requires_grad_(not frozen)
+    return module
+
+
+class _Scaled(nn.Module):
+    """W = s W' (forward) and W' = W / s (right inverse, applied once when registered)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, stored):
+        return self.scale * stored
+
+    def right_inverse(self, weight):
+        return weight / self.scale
+
+
+def scale_learning_rate(module: nn.Module, scale: float) -> nn.Module:
+    """Make Adam(W) move ``module``'s parameters ``scale`` times slower, without touching the optimizer."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale={scale} must lie in (0, 1]")
+    for submodule in list(module.modules()):
+        for name, _ in list(submodule.named_parameters(recurse=False)):
+            parametrize.register_parametrization(submodule, name, _Scaled(scale))
+    return module
+
+
+def _config(cfg: RecipeConfig, steps: int, lr: float, seed: int) -> TrainConfig:
+    return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), seed=seed, device=cfg.device,
+                       progress=cfg.progress, log_every=max(1, steps // 10))
+
+
+def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tuple[DigitEncoder, TrainResult]:
+    """Stage 0: a digit classifier on the training split, returned frozen."""
+    torch.manual_seed(seed)
+    encoder = DigitEncoder(cfg.encoder_width)
+    images, digits = data.images[data.train_index], data.digits[data.train_index]
+
+    def batch_fn(step):
+        rows = torch.randint(len(digits), (cfg.batch_size,))
+        return images[rows], digits[rows]
+
+    result = train(encoder, classifier_loss, batch_fn, _config(cfg, cfg.encoder_steps, cfg.encoder_lr, seed))
+    return freeze(encoder.eval()), result
+
+
+def build_model(encoder: DigitEncoder, tokenizer: DialogueTokenizer, cfg: RecipeConfig, attention: str,
+                seed: int = 0) -> VisionLanguageModel:
+    """A fresh LM (causal for the AR control) and connector around a copy of the frozen encoder."""
+    torch.manual_seed(seed)
+    causal = attention == "causal"
+    lm = Transformer(TransformerConfig(vocab_size=tokenizer.vocab_size, n_layers=cfg.n_layers, d_model=cfg.d_model,
+                                       n_heads=cfg.n_heads, max_len=128, causal=causal, mask_token=not causal))
+    return VisionLanguageModel(freeze(copy.deepcopy(encoder)), lm, image_id=tokenizer.image_id,
+                               user_id=tokenizer.user_id, pad_id=tokenizer.pad_id, attention=attention).to(cfg.device)
+
+
+def loss_for(model: VisionLanguageModel):
+    """The loss of the model's kind: LLaDA-V's masked loss, or next-token prediction for the AR control."""
+    return ar_dialogue_loss if model.attention == "causal" else mdm_dialogue_loss
+
+
+def pretrain_text(model: VisionLanguageModel, tokenizer: DialogueTokenizer, cfg: RecipeConfig,
+                  seed: int = 0) -> TrainResult:
+    """Stage 1: only the language model trains, on text dialogues (captions written where the image goes)."""
+    freeze(model)
+    freeze(model.lm, False)
+    pool = encode_dialogues(tokenizer, text_dialogues(cfg.text_dialogues, seed=seed))
+    return train(model, loss_for(model), batch_sampler(pool, None, cfg.batch_size),
+                 _config(cfg, cfg.text_steps, cfg.lr, seed))
+
+
+def caption_pool(tokenizer: DialogueTokenizer, data: DigitImages, seed: int = 0) -> EncodedDialogues:
+    """One "describe it" dialogue per training image: the alignment stage's captioning data."""
+    import random
+
+    rng = random.Random(seed)
+    return encode_dialogues(tokenizer, [make_dialogue(int(i), int(data.digits[i]), data.caption(int(i)), rng, 1,
+                                                      first_kind="describe") for i in data.train_index])
+
+
+def align_connector(model: VisionLanguageModel, tokenizer: DialogueTokenizer, data: DigitImages, cfg: RecipeConfig,
+                    seed: int = 0) -> TrainResult:
+    """Stage 2: only the connector trains, on image captions (LLaDA-V's LLaVA-Pretrain stage)."""
+    freeze(model)
+    freeze(model.connector, False)
+    pool = caption_pool(tokenizer, data, seed)
+    return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size),
+                 _config(cfg, cfg.align_steps, cfg.align_lr, seed))
+
+
+def tune_all(model: VisionLanguageModel, pool: EncodedDialogues, data: DigitImages, cfg: RecipeConfig,
+             seed: int = 0, fraction: float = 1.0) -> TrainResult:
+    """Stage 3: everything trains on the first ``fraction`` of the visual dialogues, the encoder more slowly."""
+    freeze(model, False)
+    freeze(model.encoder.classifier)  # the classifier head is not part of the vision tower's features
+    if not parametrize.is_parametrized(model.encoder.conv1):
+        scale_learning_rate(model.encoder, cfg.encoder_lr_scale)
+    return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size, fraction),
+                 _config(cfg, cfg.tune_steps, cfg.tune_lr, seed))

@@ -1,0 +1,289 @@
+"""LLaDA-V in miniature: splice, masks, loss, dialogues and errors, each against an exact answer."""
+import math
+import random
+
+import pytest
+import torch
+
+from minimdm.nn import Transformer, TransformerConfig
+from minimdm.vlm.dialogues import (IMAGE_TOKENS, SLOT, Dialogue, DialogueTokenizer, Turn, batch_sampler,
+                                   encode_dialogue, encode_dialogues, encode_question, evaluation_dialogues,
+                                   load_digit_images, make_dialogue, make_dialogues)
+from minimdm.vlm.encoder import DigitEncoder
+from minimdm.vlm.loss import ar_dialogue_loss, mask_answers, masked_answer_loss, mdm_dialogue_loss
+from minimdm.vlm.model import VisionLanguageModel, attention_mask, bind_images, turn_ids
+from minimdm.vlm.sampling import accuracy_by_kind, converse
+from minimdm.vlm.stages import scale_learning_rate
+
+TOKENIZER = DialogueTokenizer()
+
+
+def tiny_vlm(attention="bidirectional", dtype=torch.float64):
+    torch.manual_seed(0)
+    lm = Transformer(TransformerConfig(vocab_size=TOKENIZER.vocab_size, n_layers=2, d_model=32, n_heads=4,
+                                       causal=attention == "causal", mask_token=attention != "causal"))
+    model = VisionLanguageModel(DigitEncoder(16), lm, image_id=TOKENIZER.image_id, user_id=TOKENIZER.user_id,
+                                pad_id=TOKENIZER.pad_id, attention=attention)
+    return model.to(dtype).eval()
+
+
+def two_turn(image=0):
+    return Dialogue(image, [Turn("digit", "digit?", "7"), Turn("then_plus", "that +2?", "9")])
+
+
+def batch_of(dialogues, dtype=torch.float64):
+    pool = encode_dialogues(TOKENIZER, dialogues)
+    images = torch.rand(len(dialogues), 1, 8, 8, dtype=dtype)
+    return pool.ids, pool.answer_mask, images
+
+
+# --- dialogues ------------------------------------------------------------------------------------------
+
+def test_dialogue_layout_and_answer_slots():
+    ids, is_answer = encode_dialogue(TOKENIZER, two_turn())
+    expected = ([TOKENIZER.bos_id, TOKENIZER.user_id] + [TOKENIZER.image_id] * IMAGE_TOKENS
+                + TOKENIZER.encode("digit?") + [TOKENIZER.eot_id, TOKENIZER.assistant_id]
+                + TOKENIZER.encode("7") + [TOKENIZER.eot_id] + [TOKENIZER.eos_id] * (SLOT - 2)
+                + [TOKENIZER.user_id] + TOKENIZER.encode("that +2?") + [TOKENIZER.eot_id, TOKENIZER.assistant_id]
+                + TOKENIZER.encode("9") + [TOKENIZER.eot_id] + [TOKENIZER.eos_id] * (SLOT - 2))
+    assert ids == expected
+    assert sum(is_answer) == 2 * SLOT  # only the two answer slots are supervised
+    answer_ids = [i for i, a in zip(ids, is_answer) if a]
+    assert TOKENIZER.answer_text(answer_ids[:SLOT]) == "7" and TOKENIZER.answer_text(answer_ids[SLOT:]) == "9"
+    assert not any(a for i, a in zip(ids, is_answer) if i == TOKENIZER.image_id)
+
+
+def test_digits_split_is_stratified_and_answers_are_exact():
+    data = load_digit_images()
+    assert data.images.shape == (1797, 1, 8, 8) and float(data.images.max()) <= 1.0
+    assert set(data.train_index.tolist()).isdisjoint(data.test_index.tolist())
+    assert len(data.train_index) + len(data.test_index) == 1797
+    for digit in range(10):
+        total = int((data.digits == digit).sum())
+        assert int((data.digits[data.test_index] == digit).sum()) == round(0.2 * total)
+    rng = random.Random(0)
+    for image in range(0, 1797, 97):
+        digit = int(data.digits[image])
+        for _ in range(5):
+            dialogue = make_dialogue(image, digit, data.caption(image), rng, 3)
+            value = digit + int(dialogue.turns[0].question[5:-1]) if dialogue.turns[0].kind == "plus" else digit
+            assert dialogue.turns[0].answer == str(value)
+            value += int(dialogue.turns[1].question[6:-1])  # the middle turn of three adds k
+            assert dialogue.turns[1].answer == str(value)
+            last = dialogue.turns[2]
+            expected = str(value + int(last.question[6:-1])) if last.kind == "then_plus" else \
+                ("yes" if value % 2 == 0 else "no")
+            assert last.answer == expected
+    evaluation = evaluation_dialogues(data, data.test_index[:3])
+    assert [len(d.turns) for d in evaluation] == [1, 1, 1, 1, 2] * 3
+    assert all(int(d.image) in set(data.test_index.tolist()) for d in evaluation)
+
+
+def test_batches_cut_padding_and_respect_the_fraction():
+    data = load_digit_images()
+    pool = encode_dialogues(TOKENIZER, make_dialogues(data, data.train_index, 50, seed=3))
+    torch.manual_seed(0)
+    ids, answer_mask, images = batch_sampler(pool, data, 16, fraction=0.1)(0)
+    assert images.shape == (16, 1, 8, 8) and ids.shape == answer_mask.shape
+    assert (ids[:, -1] != TOKENIZER.pad_id).any()  # no column of padding only
+    rows_used = {tuple(r.tolist()) for r in ids}
+    first_five = {tuple(r[: ids.shape[1]].tolist()) for r in pool.ids[:5]}
+    assert rows_used <= first_five
+
+
+# --- splice ---------------------------------------------------------------------------------------------
+
+def test_splice_puts_features_exactly_at_the_placeholders():
+    model = tiny_vlm()
+    ids, _, images = batch_of([two_turn(), Dialogue(1, [Turn("parity", "parity?", "odd")])])
+    embeds = model.embed(ids, images)
+    features = model.image_features(images)  # (B, 16, d)
+    plain = model.lm.embed(ids)
+    for row in range(2):
+        where = torch.nonzero(ids[row] == TOKENIZER.image_id).flatten()
+        assert where.tolist() == list(range(2, 2 + IMAGE_TOKENS))
+        assert torch.equal(embeds[row, where], features[row])  # in order, bit for bit
+        others = torch.ones(ids.shape[1], dtype=torch.bool)
+        others[where] = False
+        assert torch.equal(embeds[row, others], plain[row, others])  # and nowhere else
+
+
+def test_two_images_per_row_fill_their_placeholders_in_order():
+    model = tiny_vlm()
+    ids, _, images = batch_of([two_turn()])
+    ids = torch.cat([ids[:, :2 + IMAGE_TOKENS], ids[:, 2:]], dim=1)  # a second run of 16 placeholders
+    pair = torch.rand(1, 2, 1, 8, 8, dtype=torch.float64)
+    embeds = model.embed(ids, pair)
+    where = torch.nonzero(ids[0] == TOKENIZER.image_id).flatten()
+    both = model.image_features(pair)[0]  # (32, d): image 0's 16 features, then image 1's
+    assert torch.equal(embeds[0, where], both)
+    assert torch.allclose(both[:IMAGE_TOKENS], model.image_features(pair[:, 0])[0], atol=1e-12)
+    assert torch.allclose(both[IMAGE_TOKENS:], model.image_features(pair[:, 1])[0], atol=1e-12)
+
+
+# --- image positions: never masked, never scored ----------------------------------------------------------
+
+def test_image_and_prompt_positions_are_never_masked():
+    ids, answer_mask, _ = batch_of([two_turn()] * 64)
+    torch.manual_seed(0)
+    xt, is_masked, p = mask_answers(ids, answer_mask, mask_id=TOKENIZER.vocab_size, eps=0.0)
+    assert bool(is_masked[~answer_mask].any()) is False
+    assert torch.equal(xt[~answer_mask], ids[~answer_mask])
+    assert bool((xt[ids == TOKENIZER.image_id] == TOKENIZER.image_id).all())
+    assert bool(is_masked.any())  # and the answers are masked at all
+    assert float(p.min()) >= 0 and float(p.max()) <= 1
+
+
+def test_image_positions_receive_no_loss():
+    """Changing the model's prediction at image (and prompt) positions leaves the loss unchanged."""
+    model = tiny_vlm()
+    ids, answer_mask, images = batch_of([two_turn(), two_turn(3)])
+    torch.manual_seed(5)
+    xt, is_masked, p = mask_answers(ids, answer_mask, TOKENIZER.vocab_size)
+    logits = model(xt, images)
+    scrambled = logits.clone()
+    scrambled[~answer_mask] = torch.randn_like(scrambled[~answer_mask]) * 50
+    assert masked_answer_loss(logits, ids, is_masked, answer_mask, p) == \
+        masked_answer_loss(scrambled, ids, is_masked, answer_mask, p)
+    ar = tiny_vlm("causal")
+    targets_are_answers = answer_mask[:, 1:]
+    assert not bool(targets_are_answers[ids[:, 1:] == TOKENIZER.image_id].any())
+    assert torch.isfinite(ar_dialogue_loss(ar, (ids, answer_mask, images)))
+
+
+# --- the loss against a hand computation -----------------------------------------------------------------
+
+def test_loss_equals_a_hand_computation_on_two_samples():
+    vocab = 3
+    ids = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0]])
+    answer_mask = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    is_masked = torch.tensor([[False, True, False, True], [False, False, True, False]])
+    p = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25]],
+                                    dtype=torch.float64))[None].expand(2, 4, vocab)
+    # row 0: masked positions 1 (target 1, prob 0.2) and 3 (target 1, prob 0.5); 3 answer tokens; t = 0.5
+    # row 1: masked position 2 (target 0, prob 0.1); 2 answer tokens; t = 0.25
+    row0 = (-math.log(0.2) - math.log(0.5)) / 0.5 / 3
+    row1 = -math.log(0.1) / 0.25 / 2
+    loss = masked_answer_loss(logits, ids, is_masked, answer_mask, p)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-12)
+
+
+def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
+    model = tiny_vlm()
+    batch = batch_of([two_turn(), Dialogue(2, [Turn("describe", "describe", "thin 4")])])
+    torch.manual_seed(11)
+    loss = mdm_dialogue_loss(model, batch)
+    torch.manual_seed(11)
+    xt, is_masked, p = mask_answers(batch[0], batch[1], model.mask_id)
+    assert loss == masked_answer_loss(model(xt, batch[2]), batch[0], is_masked, batch[1], p)
+
+
+# --- attention masks --------------------------------------------------------------------------------------
+
+def test_dialogue_causal_mask_by_hand():
+    u, a, x, pad = TOKENIZER.user_id, TOKENIZER.assistant_id, 40, TOKENIZER.pad_id
+    ids = torch.tensor([[1, u, x, a, x, u, x, a, x, pad]])
+    assert turn_ids(ids, u).tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]]
+    allowed = attention_mask(ids, "dialogue_causal", u, pad)[0]
+    for i in range(10):
+        for j in range(10):
+            expected = (j < 5 or i >= 5) and j != 9  # turn 0 never sees turn 1; nobody sees padding
+            assert bool(allowed[i, j]) == expected, (i, j)
+    assert attention_mask(ids, "bidirectional", u, pad)[0].sum(0).tolist() == [10] * 9 + [0]
+    causal = attention_mask(ids, "causal", u, pad)[0]
+    assert torch.equal(causal[:, :9], torch.ones(10, 9, dtype=torch.bool).tril()[:, :9])
+
+
+def test_dialogue_causal_outputs_of_turn_one_ignore_turn_two():
+    """Change the second turn: turn-one logits stay bit-identical with the dialogue-causal mask, not with bidirectional."""
+    other = Dialogue(0, [Turn("digit", "digit?", "7"), Turn("then_even", "that even?", "no")])
+    (ids_a, _, images), (ids_b, _, _) = batch_of([two_turn()]), batch_of([other])
+    first_turn = int(torch.nonzero(ids_a[0] == TOKENIZER.user_id).flatten()[1])  # where turn 2 starts
+    assert torch.equal(ids_a[0, :first_turn], ids_b[0, :first_turn]) and not torch.equal(ids_a, ids_b)
+    for attention, same in (("dialogue_causal", True), ("bidirectional", False)):
+        model = tiny_vlm(attention)
+        logits_a, logits_b = model(ids_a, images), model(ids_b, images)
+        assert torch.equal(logits_a[0, :first_turn], logits_b[0, :first_turn]) is same, attention
+
+
+def test_padding_is_invisible():
+    model = tiny_vlm()
+    ids, _, images = batch_of([two_turn()])
+    padded = torch.cat([ids, torch.full((1, 5), TOKENIZER.pad_id)], dim=1)
+    assert torch.allclose(model(ids, images), model(padded, images)[:, : ids.shape[1]], atol=1e-12)
+
+
+# --- sampling ---------------------------------------------------------------------------------------------
+
+def test_sampler_never_touches_image_positions_and_answers_turn_by_turn():
+    data = load_digit_images()
+    model = tiny_vlm().float()
+    dialogues = evaluation_dialogues(data, data.test_index[:2])
+    answers = converse(model, TOKENIZER, dialogues, data, steps=2)
+    assert [len(a) for a in answers] == [len(d.turns) for d in dialogues]
+    scores = accuracy_by_kind(dialogues, answers)
+    assert set(scores) == {"digit", "parity", "plus", "describe", "turn 2"}
+    from minimdm.mdm.sampler import generate
+
+    prompt = torch.tensor([[TOKENIZER.bos_id] + encode_question(TOKENIZER, dialogues[0], 0)])
+    result = generate(bind_images(model, data.images[:1]), prompt, gen_length=SLOT, steps=SLOT, mask_id=model.mask_id)
+    for frame in result.frames:
+        assert torch.equal(frame[:, : prompt.shape[1]], prompt)  # image placeholders stay as they are
+
+
+def test_lower_learning_rate_by_a_parameter_multiplier():
+    """Adam's first step moves every weight by lr; under W = s W' it moves W by s * lr, and W is unchanged at start."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    before = layer.weight.detach().clone()
+    scale_learning_rate(layer, 0.1)
+    assert torch.allclose(layer.weight, before)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
+    layer(torch.randn(4, 3)).square().sum().backward()
+    optimizer.step()
+    assert torch.allclose((layer.weight - before).abs(), torch.full_like(before, 0.001), rtol=1e-3)
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("images, message", [
+    (torch.rand(1, 1, 7, 8), "8x8 pixels"),
+    (torch.rand(1, 3, 8, 8), "1 channel"),
+    (torch.rand(1, 8, 8), "shape (batch, 1, 8, 8)"),
+])
+def test_bad_images_are_named(images, message):
+    model = tiny_vlm().float()
+    ids, _, _ = batch_of([two_turn()])
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        model(ids, images)
+    assert "\n" not in str(error.value)
+
+
+def test_placeholder_errors_are_named():
+    model = tiny_vlm().float()
+    ids, _, images = batch_of([two_turn()], dtype=torch.float32)
+    no_placeholder = ids.masked_fill(ids == TOKENIZER.image_id, TOKENIZER.pad_id)
+    with pytest.raises(ValueError, match="no <image> placeholder"):
+        model(no_placeholder, images)
+    with pytest.raises(ValueError, match="more images than placeholders"):
+        model(ids, torch.rand(1, 2, 1, 8, 8))
+    with pytest.raises(ValueError, match="no images were given"):
+        model(ids)
+    with pytest.raises(ValueError, match="one entry per row"):
+        model(ids, torch.rand(2, 1, 8, 8))
+
+
+def test_empty_and_bad_answers_are_named():
+    with pytest.raises(ValueError, match="answer is empty"):
+        encode_dialogue(TOKENIZER, Dialogue(0, [Turn("digit", "digit?", "")]))
+    with pytest.raises(ValueError, match="at most 7 fit a slot"):
+        encode_dialogue(TOKENIZER, Dialogue(0, [Turn("describe", "describe", "very thick 7")]))
+    ids, answer_mask, images = batch_of([two_turn()])
+    with pytest.raises(ValueError, match="row 0 has no answer token"):
+        mdm_dialogue_loss(tiny_vlm(), (ids, torch.zeros_like(answer_mask), images))
+    with pytest.raises(ValueError, match="attention='sideways'"):
+        attention_mask(ids, "sideways", TOKENIZER.user_id, TOKENIZER.pad_id)
+    with pytest.raises(ValueError, match="needs a language model with causal=True"):
+        VisionLanguageModel(DigitEncoder(16), tiny_vlm().lm, image_id=TOKENIZER.image_id,
+                            user_id=TOKENIZER.user_id, pad_id=TOKENIZER.pad_id, attention="causal")
