@@ -25,6 +25,13 @@ FILES = ("model.safetensors", "config.json", "tokenizer.json", "metrics.json", "
 
 # BEGIN REGISTRY (written by tools/export_pretrained.py; name -> {file: sha256})
 REGISTRY: dict[str, dict[str, str]] = {
+    'llada-sft-tasks': {
+        'model.safetensors': '27b1bfcb4e3b021e665ba15c4721d17f50d14cb0622eb6cb3601b1485ca36343',
+        'config.json': '0a00ea8fb4bda9d41e41b6e6af89ca7d77bf186de08f2652e5df0855c8eb0b37',
+        'tokenizer.json': '29d4f10631092aaf787bdb4714ada7a287457ba4dd26eae265f8e93d58c28c35',
+        'metrics.json': '6cd4df5c67bb5c2a1372b28de0466e5619478cc4337447a2591ea4d95d17e85b',
+        'README.md': 'b994aeb24b96e6f9c6be8e78c3958416dc8e01ad4c0180b7a00dbded318c466c',
+    },
     'shakespeare-char': {
         'model.safetensors': '777f4cfa84877a381a7818eddba69fbf1018b95c21771154b9fbe852bae0b903',
         'config.json': '885c92b5bfcea8dc1c24f7e8713efc59839e458442f55b5fe28009983b2a8b0c',
