@@ -33,6 +33,7 @@ from minimdm.data.tasks import TaskTokenizer
 IMAGE_TOKEN = "<image>"
 IMAGE_TOKENS = 16  # a 4x4 grid of encoder features per image
 SLOT = 8  # tokens per answer: text, <eot>, <eos> padding
+MAX_K = 3  # "plus k" adds 1..MAX_K: a few dozen addition facts, learnable in minutes
 SINGLE_KINDS = ("digit", "parity", "plus", "describe")
 FOLLOW_UP_KINDS = ("then_plus", "then_even")
 KINDS = SINGLE_KINDS + FOLLOW_UP_KINDS
@@ -123,7 +124,7 @@ def _first_turn(kind: str, digit: int, caption: str, rng: random.Random) -> tupl
     if kind == "parity":
         return Turn(kind, "parity?", "even" if digit % 2 == 0 else "odd"), None
     if kind == "plus":
-        k = rng.randint(1, 9)
+        k = rng.randint(1, MAX_K)
         return Turn(kind, f"plus {k}?", str(digit + k)), digit + k
     if kind == "describe":
         return Turn(kind, "describe", caption), None
@@ -133,7 +134,7 @@ def _first_turn(kind: str, digit: int, caption: str, rng: random.Random) -> tupl
 def _follow_up(kind: str, value: int, rng: random.Random) -> tuple[Turn, int | None]:
     """A question about the previous answer ``value``."""
     if kind == "then_plus":
-        k = rng.randint(1, 9)
+        k = rng.randint(1, MAX_K)
         return Turn(kind, f"that +{k}?", str(value + k)), value + k
     return Turn(kind, "that even?", "yes" if value % 2 == 0 else "no"), None
 

@@ -87,3 +87,9 @@ def accuracy_by_kind(dialogues: list[Dialogue], answers: list[list[str]]) -> dic
             counts["turn 2"] += 1
     order = [k for k in (*SINGLE_KINDS, "turn 2") if counts[k]]
     return {key: hits[key] / counts[key] for key in order}
+
+
+def evaluate(model: VisionLanguageModel, tokenizer: DialogueTokenizer, dialogues: list[Dialogue],
+             data: DigitImages | None, steps: int = SLOT) -> dict[str, float]:
+    """Exact-match accuracy per question kind (see accuracy_by_kind) of answers generated turn by turn."""
+    return accuracy_by_kind(dialogues, converse(model, tokenizer, dialogues, data, steps))

@@ -26,7 +26,7 @@ from minimdm.vlm.dialogues import (DialogueTokenizer, DigitImages, EncodedDialog
                                    encode_dialogues, make_dialogue, text_dialogues)
 from minimdm.vlm.encoder import DigitEncoder, classifier_loss
 from minimdm.vlm.loss import ar_dialogue_loss, mdm_dialogue_loss
-from minimdm.vlm.model import VisionLanguageModel
+from minimdm.vlm.model import ATTENTION, Connector, VisionLanguageModel
 
 
 @dataclass
@@ -155,3 +155,24 @@ def tune_all(model: VisionLanguageModel, pool: EncodedDialogues, data: DigitImag
         scale_learning_rate(model.encoder, cfg.encoder_lr_scale)
     return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size, fraction),
                  _config(cfg, cfg.tune_steps, cfg.tune_lr, seed))
+
+
+def visual_tuning(text_model: VisionLanguageModel, tokenizer: DialogueTokenizer, data: DigitImages,
+                  pool: EncodedDialogues, cfg: RecipeConfig, *, seed: int = 0, fraction: float = 1.0,
+                  attention: str | None = None) -> tuple[VisionLanguageModel, TrainResult, TrainResult]:
+    """Stages 2 and 3 on a copy of a text-pretrained model: a fresh connector (seeded), alignment, full tuning.
+
+    ``attention`` switches a bidirectional model to "dialogue_causal" (the LM was pretrained bidirectionally,
+    as LLaDA was; the mask changes only for visual tuning). Returns (model, alignment result, tuning result).
+    """
+    model = copy.deepcopy(text_model)
+    if attention is not None and attention != model.attention:
+        if attention not in ATTENTION or "causal" in (attention, model.attention):
+            raise ValueError(f"attention={attention!r}: a {model.attention} model can switch only between "
+                             "'bidirectional' and 'dialogue_causal'")
+        model.attention = attention
+    torch.manual_seed(seed)
+    model.connector = Connector(model.encoder.width, model.lm.config.d_model).to(next(model.parameters()).device)
+    aligned = align_connector(model, tokenizer, data, cfg, seed)
+    tuned = tune_all(model, pool, data, cfg, seed, fraction)
+    return model, aligned, tuned
