@@ -116,6 +116,14 @@ def test_documents_hide_the_key_at_the_chosen_depth(task):
             assert int((row < 10).sum()) == 2 * task.key_length  # digits appear in the needle and answer only
 
 
+def test_hundred_symbol_keys_are_single_tokens():
+    task = PasskeyTask(key_length=1, key_symbols=100, stream_tokens=4096)
+    batch = task.documents(64, 30, generator=torch.Generator().manual_seed(0))
+    assert task.words[:3] == ["00", "01", "02"] and task.decode(batch.key[0]) == f"{int(batch.key[0, 0]):02d}"
+    assert bool((batch.key < 100).all()) and batch.key.unique().numel() > 30
+    assert bool(((batch.tokens < 100).sum(1) == 2).all())  # the key appears in the needle and the answer only
+
+
 def test_packs_hold_the_same_documents_for_every_strategy(task):
     packs = {s: task.packs(4, 200, s, generator=torch.Generator().manual_seed(3)) for s in PACKING}
     for strategy, batch in packs.items():
@@ -244,6 +252,7 @@ def test_answer_outcomes_count_another_documents_key_as_wrong_document():
     (lambda: PasskeyTask(stream_tokens=4096).documents(2, 64, depth=-0.1), "depth"),
     (lambda: PasskeyTask(stream_tokens=4096).documents(2, 10), "length"),
     (lambda: PasskeyTask(stream_tokens=4096).packs(2, 64, "concat"), "strategy"),
+    (lambda: PasskeyTask(key_symbols=50, stream_tokens=4096), "key_symbols"),
 ])
 def test_bad_input_gives_a_one_line_error(call, argument):
     with pytest.raises(ValueError) as error:

@@ -10,7 +10,7 @@ The filler is drawn from a fixed random bigram chain over a few dozen words, so 
 needle in the filler: 0 at its start (farthest from a final question), 1 just before the question.
 
 Long-context post-training packs several documents into one sequence of ``length`` tokens (UltraLLaDA, arXiv
-2510.10481, §4 compares three ways):
+2510.10481, compares three ways in its study of masking strategies for post-training):
 
 * ``"direct"``   -- documents back to back, full attention: nothing marks where one ends;
 * ``"eod"``      -- an ``<eod>`` token closes every document, full attention: the model can learn the boundary;
@@ -65,13 +65,17 @@ class PasskeyTask:
     from ``generator`` (or torch's global generator, which the trainer reseeds every step).
     """
 
-    def __init__(self, key_length: int = 4, seed: int = 0, stream_tokens: int = 1 << 18, successors: int = 3):
+    def __init__(self, key_length: int = 4, key_symbols: int = 10, seed: int = 0, stream_tokens: int = 1 << 18,
+                 successors: int = 3):
         if key_length < 1:
             raise ValueError(f"key_length={key_length} must be a positive integer")
+        if key_symbols not in (10, 100):
+            raise ValueError(f"key_symbols={key_symbols}: allowed values are 10 (digits 0-9) and 100 (numbers 00-99)")
         if not 1 <= successors <= len(FILLER_WORDS):
             raise ValueError(f"successors={successors} must lie in 1..{len(FILLER_WORDS)}")
-        self.key_length = key_length
-        self.words = list(DIGITS) + ["the", "key", "is", ".", "what", "?", "<eod>"] + list(FILLER_WORDS)
+        self.key_length, self.key_symbols = key_length, key_symbols
+        symbols = list(DIGITS) if key_symbols == 10 else [f"{i:02d}" for i in range(100)]
+        self.words = symbols + ["the", "key", "is", ".", "what", "?", "<eod>"] + list(FILLER_WORDS)
         self.index = {w: i for i, w in enumerate(self.words)}
         self.eod_id = self.index["<eod>"]
         self.filler_ids = torch.tensor([self.index[w] for w in FILLER_WORDS])
@@ -143,7 +147,7 @@ class PasskeyTask:
         return random.Random(int(torch.randint(2**62, (1,), generator=generator)))
 
     def _random_key(self, rng: random.Random) -> np.ndarray:
-        return np.array([rng.randrange(len(DIGITS)) for _ in range(self.key_length)])  # digit d has id d
+        return np.array([rng.randrange(self.key_symbols) for _ in range(self.key_length)])  # symbol k has id k
 
     def documents(self, batch: int, length: int, depth: float | None = None, generator=None,
                   device=None) -> PasskeyBatch:

@@ -1,22 +1,22 @@
 """RoPE scaling for context extension: five variants behind one function, ``rope_scaling``.
 
-RoPE (Su et al., arXiv 2104.09864, §3.2, Eq. 34) rotates the channel pair i = 0..d/2-1 of a head of
+RoPE (Su et al., arXiv 2104.09864, §3.2) rotates the channel pair i = 0..d/2-1 of a head of
 dimension d by the angle m * theta_i at position m, with theta_i = b^(-2i/d). Pair i turns once every
 P_i = 2 pi b^(2i/d) positions. A model trained on sequences of length T_train has seen, for every pair, only
 the angles of the offsets it met; each variant below changes the angles so that a longer target length
 T_target maps onto angles the model has (nearly) seen.
 
 * ``"none"``      -- plain RoPE, lambda = 1 (direct extrapolation).
-* ``"linear"``    -- position interpolation (Chen et al., arXiv 2306.15595, §2.2, Eq. 4): positions are divided
+* ``"linear"``    -- position interpolation (Chen et al., arXiv 2306.15595, §2.2): positions are divided
   by s = T_target / T_train, so every offset lands inside the trained range (lambda = s).
 * ``"ntk"``       -- classic NTK-aware scaling: the base becomes lambda b with lambda = (T_target/T_train)^(d/(d-2)),
   chosen so that the lowest-frequency pair is interpolated by exactly T_target/T_train while pair 0 is unchanged.
-* ``"critical_ntk"`` -- the critical-dimension NTK used by LongLLaDA (Liu et al., *LongLLaDA: Unlocking
-  Long Context Capabilities in Diffusion LLMs*): only pairs whose period fits in the training length have
+* ``"critical_ntk"`` -- the critical-dimension NTK of Liu et al. (*Scaling Laws of RoPE-based Extrapolation*, arXiv
+  2310.05209), which LongLLaDA (Liu et al., arXiv 2506.14429) applies to LLaDA without training: only pairs whose period fits in the training length have
   turned a full circle in training; the first pair that has not sets the critical dimension
   d_crit = 2 ceil((d/2) log_b(T_train / 2 pi)), and the base is raised until that pair's period equals the target:
   lambda = b^(-1) (T_target / 2 pi)^(d / d_crit).
-* ``"diffusion_ntk"`` -- UltraLLaDA's diffusion-aware version (He et al., arXiv 2510.10481, §3): a bidirectional
+* ``"diffusion_ntk"`` -- UltraLLaDA's diffusion-aware NTK (He et al., arXiv 2510.10481): a bidirectional
   model sees relative offsets of both signs, -T_train < m - n < T_train, a span of 2 T_train, so the critical
   dimension is computed from 2 T_train and the target from 2 T_target:
   d'_crit = 2 ceil((d/2) log_b(2 T_train / 2 pi)),  lambda' = b^(-1) (2 T_target / 2 pi)^(d / d'_crit).
@@ -69,11 +69,11 @@ def scaling_factor(variant: str, *, head_dim: int, base: float, train_length: in
     if variant == "none":
         return 1.0
     if variant == "linear":
-        return ratio  # s = T_target / T_train (Chen et al. 2023, Eq. 4)
+        return ratio  # s = T_target / T_train (Chen et al. 2023, §2.2)
     if variant == "ntk":
         return ratio ** (head_dim / (head_dim - 2))  # classic NTK-aware: b' = b s^(d/(d-2))
     # The critical-dimension family: a causal model has seen offsets in [0, T), a bidirectional one in (-T, T).
-    span = 1 if variant == "critical_ntk" else 2  # UltraLLaDA (arXiv 2510.10481) §3: T_cap = 2 T_train, T_Ecap = 2 T_target
+    span = 1 if variant == "critical_ntk" else 2  # UltraLLaDA: T_cap = 2 T_train, T_Ecap = 2 T_target
     d_crit = critical_dimension(head_dim, base, span * train_length)
     return (span * target_length / (2 * math.pi)) ** (head_dim / d_crit) / base  # lambda = b^-1 (T/2pi)^(d/d_crit)
 

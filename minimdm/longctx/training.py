@@ -3,7 +3,7 @@
 The loss is LLaDA's (``minimdm.mdm.loss.mdm_pretrain_loss``) on every token of the sequence: one t per sequence,
 each token masked with probability t, the masked cross-entropy weighted by 1/t. Post-training only changes what
 goes in: RoPE's angles (``apply_rope_scaling``), longer sequences packed from several documents, and for the
-``"doc_mask"`` strategy a block-diagonal attention mask (UltraLLaDA, arXiv 2510.10481, §4).
+``"doc_mask"`` strategy a block-diagonal attention mask (UltraLLaDA, arXiv 2510.10481, its masking strategies).
 """
 from __future__ import annotations
 
