@@ -1,0 +1,52 @@
+"""One protection experiment: personalise a base model on (protected) photos, generate, and let the judge score it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from minimdm.rid.ddpm import DiffusionModel
+from minimdm.rid.judge import Judge
+from minimdm.rid.metrics import identity_success_rate, judge_frechet_distance, no_digit_rate
+from minimdm.rid.personalize import generate_identity, personalize
+
+
+@dataclass
+class AttackOutcome:
+    success: list[float]  # identity success rate per attack seed
+    no_digit: float  # mean over seeds
+    frechet: float  # mean over seeds
+    samples: Tensor  # the first seed's generations (n, 1, 8, 8), on the CPU
+    n_samples: int
+
+    @property
+    def mean(self) -> float:
+        return sum(self.success) / len(self.success)
+
+    @property
+    def error(self) -> float:
+        """Standard error of the mean: across seeds when there are several, else the binomial one of the samples."""
+        n = len(self.success)
+        if n > 1:
+            variance = sum((s - self.mean) ** 2 for s in self.success) / (n - 1)
+            return math.sqrt(variance / n)
+        return math.sqrt(self.mean * (1 - self.mean) / self.n_samples)
+
+
+def attack_and_judge(base: DiffusionModel, photos: Tensor, judge: Judge, identity: int, reference: Tensor, *,
+                     method: str = "dreambooth", steps: int = 300, n_samples: int = 256, seeds=(0,),
+                     prior=None) -> AttackOutcome:
+    """For each seed: personalise ``base`` on ``photos``, sample the new word, score identity success and FD."""
+    device = base.betas.device
+    photos, reference = photos.to(device), reference.to(device)
+    success, no_digit, frechet, first = [], [], [], None
+    for seed in seeds:
+        model = personalize(base, photos, method, steps=steps, seed=seed, prior=prior)
+        generated = generate_identity(model, n_samples, seed=seed)
+        success.append(identity_success_rate(judge, generated, identity))
+        no_digit.append(no_digit_rate(judge, generated))
+        frechet.append(judge_frechet_distance(judge, generated, reference))
+        first = generated.cpu() if first is None else first
+    return AttackOutcome(success, sum(no_digit) / len(no_digit), sum(frechet) / len(frechet), first, n_samples)

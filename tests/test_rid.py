@@ -1,0 +1,190 @@
+"""RID in miniature: budgets, the data pipeline, the defender's one forward pass, PGD, the judge, metrics, errors."""
+import math
+
+import pytest
+import torch
+
+from minimdm.rid.data import TrainingDigits, load_rid_digits
+from minimdm.rid.ddpm import NEW_TOKEN, NULL_SLOT, DiffusionModel, train_base_model
+from minimdm.rid.defenses import (Defender, adv_sds_loss, aspl, diffusion_loss_of_images, pgd_advdm, train_defender,
+                                  uniform_noise)
+from minimdm.rid.autoencoder import Autoencoder
+from minimdm.rid.judge import accuracy, train_judge
+from minimdm.rid.metrics import frechet_distance, linf, psnr
+from minimdm.rid.personalize import personalize
+from minimdm.rid.postprocess import diffpure, quantise_blur
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_rid_digits(identity=8)
+
+
+@pytest.fixture(scope="module")
+def untrained_bases():
+    torch.manual_seed(0)
+    return {"latent": DiffusionModel(Autoencoder()).eval().requires_grad_(False),
+            "pixel": DiffusionModel(None).eval().requires_grad_(False)}
+
+
+def test_identity_class_never_in_training_data(digits):
+    training = digits.base_training_set()
+    assert not bool((training.labels == digits.identity).any())
+    assert len(training.labels) == int((digits.train_labels != digits.identity).sum())
+    # no identity image slips in under another label: compare pixels
+    identity_images = digits.train_images[digits.train_labels == digits.identity].flatten(1)
+    distances = torch.cdist(training.images.flatten(1), identity_images)
+    assert float(distances.min()) > 0
+    with pytest.raises(ValueError, match="identity class 8"):
+        TrainingDigits(digits.train_images, digits.train_labels, identity=8)
+
+
+def test_identity_photos_and_reference_are_the_identity(digits):
+    photos = digits.identity_photos(8, seed=1)
+    assert photos.shape == (8, 1, 8, 8)
+    assert len(digits.identity_reference()) == int((digits.test_labels == 8).sum()) > 10
+
+
+def test_training_functions_demand_the_checked_pipeline(digits, untrained_bases):
+    raw = (digits.train_images, digits.train_labels)
+    with pytest.raises(ValueError, match="TrainingDigits"):
+        train_base_model(raw, "pixel", ae_steps=1, steps=1)
+    with pytest.raises(ValueError, match="TrainingDigits"):
+        train_defender([untrained_bases["pixel"]], raw, 0.1, steps=1)
+
+
+@pytest.mark.parametrize("epsilon", [0.01, 0.1, 0.5])
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_every_perturbation_stays_within_budget(digits, untrained_bases, epsilon, space):
+    base = untrained_bases[space]
+    photos = digits.identity_photos(4)
+    defender = Defender(epsilon)
+    with torch.no_grad():  # a large random head: tanh saturates, the budget must still hold
+        defender.net.head[-1].weight.normal_(0, 50)
+        defender.net.head[-1].bias.normal_(0, 50)
+    protected = {"noise": uniform_noise(photos, epsilon), "pgd": pgd_advdm(base, photos, epsilon, steps=5),
+                 "aspl": aspl(base, photos, epsilon, rounds=2, fine_tune_steps=1, pgd_steps=2),
+                 "rid": defender.protect(photos)}
+    for name, images in protected.items():
+        assert linf(images, photos) <= epsilon + 1e-6, name
+        assert float(images.min()) >= -1 and float(images.max()) <= 1, name
+    assert linf(protected["rid"], photos) > 0.5 * epsilon  # the saturated defender really uses its budget
+
+
+def test_defender_starts_at_zero_and_infers_in_one_pass_without_the_base(digits, untrained_bases):
+    photos = digits.identity_photos(4)
+    defender = Defender(0.1)
+    assert torch.equal(defender.protect(photos), photos)  # zero-initialised head: delta = 0
+    base = untrained_bases["latent"]
+    calls = []
+    hooks = [module.register_forward_hook(lambda *args: calls.append(1)) for module in base.modules()]
+    forwards = []
+    defender_hook = defender.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        protected = defender.protect(photos)
+    finally:
+        for hook in hooks + [defender_hook]:
+            hook.remove()
+    assert calls == [] and forwards == [1]  # one defender forward, no base model module ran
+    assert not protected.requires_grad
+
+
+def test_adv_sds_gradient_is_ascent_on_the_denoising_loss(untrained_bases):
+    """dL_adv/dz_t = -w (eps_hat - eps): check against the hand formula with fixed t and noise."""
+    base = untrained_bases["latent"]
+    torch.manual_seed(0)
+    z_t = torch.randn(3, base.data_dim, requires_grad=True)
+    t = torch.tensor([5, 50, 150])
+    noise = torch.randn(3, base.data_dim)
+    eps_hat = base.eps_net(z_t, t, torch.full_like(t, NULL_SLOT)).detach()
+    weight = (1 - base.alphas_bar[t]).unsqueeze(-1)
+    loss = 0.5 * (z_t - (z_t + weight * (eps_hat - noise)).detach()).pow(2).sum(-1).mean()
+    (grad,) = torch.autograd.grad(loss, z_t)
+    torch.testing.assert_close(grad, -weight * (eps_hat - noise) / 3)
+
+
+def test_adv_sds_reaches_the_defender_only_through_the_encoder(digits, untrained_bases):
+    defender = Defender(0.1)
+    loss = adv_sds_loss(defender, [untrained_bases["latent"], untrained_bases["pixel"]], digits.identity_photos(4))
+    loss.backward()
+    assert defender.net.head[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in untrained_bases["latent"].parameters())
+
+
+def test_pgd_increases_the_loss_it_attacks(digits):
+    base = train_base_model(digits.base_training_set(), "latent", ae_steps=60, steps=150, hidden=64)
+    photos = digits.identity_photos(8)
+
+    def loss(images):  # the same Monte-Carlo draws for both images: a paired comparison
+        torch.manual_seed(123)
+        return float(diffusion_loss_of_images(base, images, NULL_SLOT, samples=64).mean())
+
+    adversarial = pgd_advdm(base, photos, 0.2, steps=20)
+    assert loss(adversarial) > 1.05 * loss(photos)
+    assert loss(adversarial) > 1.05 * loss(uniform_noise(photos, 0.2))  # direction matters, not just size
+
+
+def test_judge_is_accurate_on_clean_held_out_digits(digits):
+    judge = train_judge(digits.train_images, digits.train_labels, steps=400)  # ~10 s on one idle CPU thread
+    assert accuracy(judge, digits.test_images, digits.test_labels) > 0.95
+
+
+def test_personalisation_only_moves_what_it_should(digits, untrained_bases):
+    base = untrained_bases["pixel"]
+    photos = digits.identity_photos(4)
+    inverted = personalize(base, photos, "textual_inversion", steps=3, batch_size=8)
+    changed = (inverted.eps_net.class_embedding.weight != base.eps_net.class_embedding.weight).any(-1)
+    assert changed.nonzero().flatten().tolist() == [NEW_TOKEN]
+    assert torch.equal(inverted.eps_net.head[1].weight, base.eps_net.head[1].weight)
+    tuned = personalize(base, photos, "dreambooth", steps=3, batch_size=8)
+    assert not torch.equal(tuned.eps_net.head[1].weight, base.eps_net.head[1].weight)
+
+
+def test_frechet_distance_matches_closed_form():
+    # Gaussians N(0, I) and N(m, 4 I) in 2-D: |m|^2 + tr(I + 4I - 2 * 2I) = |m|^2 + 2
+    torch.manual_seed(0)
+    a = torch.randn(200_000, 2)
+    b = 2 * torch.randn(200_000, 2) + torch.tensor([3.0, 4.0])
+    assert frechet_distance(a, b) == pytest.approx(27.0, rel=0.01)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_psnr_and_linf_by_hand():
+    clean = torch.zeros(1, 1, 8, 8)
+    protected = clean + 0.1
+    assert psnr(protected, clean) == pytest.approx(10 * math.log10(4 / 0.01))
+    assert linf(protected, clean) == pytest.approx(0.1)
+
+
+def test_quantise_blur_by_hand():
+    images = torch.full((1, 1, 8, 8), -1.0)
+    images[..., 0, 0] = 1.0
+    out = quantise_blur(images, bits=1, blur=2)
+    assert out[0, 0, 0, 0] == pytest.approx(-0.5)  # mean of (1, -1, -1, -1)
+    assert out[0, 0, 7, 7] == pytest.approx(-1.0)
+    assert torch.equal(quantise_blur(images, bits=4, blur=1), images)  # -1 and 1 are on the 4-bit grid
+
+
+def test_diffpure_returns_images_in_range(digits, untrained_bases):
+    out = diffpure(untrained_bases["pixel"], digits.identity_photos(3), strength=0.1)
+    assert out.shape == (3, 1, 8, 8) and float(out.abs().max()) <= 1
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda base, x: uniform_noise(x, 0.0), "epsilon=0.0 must be > 0"),
+    (lambda base, x: pgd_advdm(base, x, -0.1), "epsilon=-0.1 must be > 0"),
+    (lambda base, x: Defender(0), "epsilon=0 must be > 0"),
+    (lambda base, x: pgd_advdm(base, 3 * x, 0.1), r"range \[-1, 1\]"),
+    (lambda base, x: Defender(0.1).protect((x + 1) * 127.5), r"range \[-1, 1\]"),
+    (lambda base, x: aspl(base, x.reshape(-1, 64), 0.1), r"shape \(B, 1, 8, 8\)"),
+    (lambda base, x: Defender(0.1).protect(x[:, :, :4]), r"shape \(B, 1, 8, 8\)"),
+    (lambda base, x: personalize(base, x.long(), steps=1), "float tensor"),
+    (lambda base, x: personalize(base, x, "lora"), "method='lora'"),
+    (lambda base, x: quantise_blur(x, bits=0), "bits=0"),
+    (lambda base, x: diffpure(base, x, strength=0), "strength=0"),
+    (lambda base, x: load_rid_digits(identity=10), "identity=10"),
+])
+def test_bad_input_gives_one_line_error(digits, untrained_bases, call, message):
+    with pytest.raises(ValueError, match=message) as error:
+        call(untrained_bases["pixel"], digits.identity_photos(2))
+    assert "\n" not in str(error.value)
