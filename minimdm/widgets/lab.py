@@ -178,7 +178,7 @@ class UnmaskingLab:
         self.compare_menu.observe(lambda _: self._enable_controls(), names="value")
 
         columns = [widgets.VBox([widgets.HTML(), self.panels[i], self.heatmaps[i]],
-                                layout={"width": "50%" if i else "auto", "padding": "0 8px"}) for i in range(2)]
+                                layout={"width": "50%", "padding": "0 8px"}) for i in range(2)]
         self.columns = columns
         self.widget = widgets.VBox([
             self.prompt_box,
@@ -191,6 +191,7 @@ class UnmaskingLab:
             widgets.HTML(legend_html()),
         ])
         self.results: list[SampleResult] = []
+        self.runs = 0  # how many times Generate has run (shown in the status line)
         self.seconds = 0.0
         self._enable_controls()
         self.run()
@@ -276,13 +277,15 @@ class UnmaskingLab:
         last = max(len(r.frames) for r in self.results) - 1
         self.play.value = 0
         self.step_slider.max = self.play.max = max(last, 1)
-        for i, column in enumerate(self.columns):
+        for i, column in enumerate(self.columns):  # one run takes the whole width, two share it
             column.layout.display = None if i < len(self.results) else "none"
+            column.layout.width = "100%" if len(self.results) == 1 else "50%"
         for i, (result, strategy) in enumerate(zip(self.results, self.strategies_used)):
             self.columns[i].children[0].value = (f"<b>{html.escape(strategy)}</b> &nbsp; <span style='color:#555'>"
                                                  f"{result.nfe} network calls, {len(result.frames) - 1} steps</span>")
             self.heatmaps[i].value = commit_order_html(result, self.token_text, 0, self._blocks_of(strategy))
-        self.status.value = (f"<span style='font-family:sans-serif;font-size:12px;color:#555'>generated in "
+        self.runs += 1
+        self.status.value = (f"<span style='font-family:sans-serif;font-size:12px;color:#555'>run {self.runs}: generated in "
                              f"{self.seconds:.2f} s ({settings['steps']} steps, length {settings['gen_length']}, "
                              f"seed {settings['seed']})</span>")
         self._show(0)
