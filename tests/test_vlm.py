@@ -287,3 +287,13 @@ def test_empty_and_bad_answers_are_named():
     with pytest.raises(ValueError, match="needs a language model with causal=True"):
         VisionLanguageModel(DigitEncoder(16), tiny_vlm().lm, image_id=TOKENIZER.image_id,
                             user_id=TOKENIZER.user_id, pad_id=TOKENIZER.pad_id, attention="causal")
+
+
+def test_switch_and_sampler_arguments_are_checked():
+    from minimdm.vlm.stages import RecipeConfig, visual_tuning
+
+    data = load_digit_images()
+    with pytest.raises(ValueError, match="can switch only between 'bidirectional' and 'dialogue_causal'"):
+        visual_tuning(tiny_vlm("causal"), TOKENIZER, data, None, RecipeConfig(), attention="bidirectional")
+    with pytest.raises(ValueError, match="steps=9 must lie in 1..8"):
+        converse(tiny_vlm(), TOKENIZER, evaluation_dialogues(data, data.test_index[:1]), data, steps=9)
