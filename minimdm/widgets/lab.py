@@ -190,6 +190,7 @@ class UnmaskingLab:
             widgets.HBox(columns),
             widgets.HTML(legend_html()),
         ])
+        self.widget.add_class("mdm-lab")
         self.results: list[SampleResult] = []
         self.runs = 0  # how many times Generate has run (shown in the status line)
         self.seconds = 0.0
