@@ -89,8 +89,8 @@ def test_defender_starts_at_zero_and_infers_in_one_pass_without_the_base(digits,
     assert not protected.requires_grad
 
 
-def test_adv_sds_gradient_is_ascent_on_the_denoising_loss(untrained_bases):
-    """dL_adv/dz_t = -w (eps_hat - eps): check against the hand formula with fixed t and noise."""
+def test_adv_sds_gradient_is_minus_the_sds_gradient(untrained_bases):
+    """dL_adv/dz_t = -w (eps_hat - eps), minus DreamFusion's SDS gradient: the hand formula, fixed t and noise."""
     base = untrained_bases["latent"]
     torch.manual_seed(0)
     z_t = torch.randn(3, base.data_dim, requires_grad=True)

@@ -1,6 +1,6 @@
 """A tiny convolutional autoencoder, 8x8x1 pixels <-> a 4x4x2 latent: the miniature of Stable Diffusion's VAE.
 
-RID (arXiv 2412.09844, Sec. 3) attacks latent diffusion models, whose encoder maps a protected image x + delta to the
+RID (arXiv 2412.09844, method section) attacks latent diffusion models, whose encoder maps a protected image x + delta to the
 latent z0 that personalisation then learns from; the defender's gradient flows through this encoder. Ours is
 deterministic (no posterior sampling) and, like SD's, is trained once on data without the identity class and then
 frozen. ``latent_scale`` plays the role of SD's scale factor: latents are divided by their standard deviation so the

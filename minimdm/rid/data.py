@@ -1,6 +1,6 @@
 """The digits of the RID chapter: 8x8 images in [-1, 1], one class held out as the victim's "identity".
 
-In RID (arXiv 2412.09844, Sec. 3) the identities a defender protects are never in its training set, and the attacked
+In RID (arXiv 2412.09844, method section) the identities a defender protects are never in its training set, and the attacked
 text-to-image model has never seen them either. Here the identity is a digit class c*: the base diffusion models, their
 autoencoders and the defender train on the other nine classes only, and :class:`TrainingDigits` refuses to hold an
 image of c*. The judge (an evaluator, not part of the attacked system) trains on all ten classes.

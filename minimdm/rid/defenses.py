@@ -2,12 +2,12 @@
 
 * ``uniform_noise``: random signs +-eps on every pixel (the control: the same L-infinity budget and the largest L2
   norm, but no direction);
-* ``pgd_advdm``: AdvDM (Liang et al., arXiv 2302.04578, Eq. 4-5): projected sign-gradient ascent on the base model's
+* ``pgd_advdm``: AdvDM (Liang et al., arXiv 2302.04578): projected sign-gradient ascent on the base model's
   diffusion loss E_{t,eps} || eps_theta(z_t(E(x')), t) - eps ||^2, a Monte-Carlo estimate per step;
-* ``aspl``: Anti-DreamBooth's ASPL (Le et al., arXiv 2303.15433, Sec. 4, Algorithm 1): alternate (i) a surrogate
+* ``aspl``: Anti-DreamBooth's ASPL (Le et al., arXiv 2303.15433): alternate (i) a surrogate
   fine-tuned briefly on the clean photos, (ii) PGD against that surrogate, (iii) fine-tuning the surrogate on the
   perturbed photos;
-* ``Defender``: RID (Guo et al., arXiv 2412.09844, Sec. 3): a network that outputs delta = eps tanh(h(x)) in one
+* ``Defender``: RID (Guo et al., arXiv 2412.09844, method section): a network that outputs delta = eps tanh(h(x)) in one
   forward pass, its last layer zero-initialised so that delta = 0 at the start, trained once with Adversarial Score
   Distillation Sampling (Adv-SDS) against one or several frozen base models (``train_defender``).
 """
@@ -119,7 +119,7 @@ class Defender(nn.Module):
     def perturbation(self, images: Tensor) -> Tensor:  # (B, 1, 8, 8) -> delta with |delta|_inf <= eps
         batch = len(images)
         h = self.net(images.reshape(batch, SIDE * SIDE, 1), torch.zeros(batch, device=images.device))
-        return self.epsilon * torch.tanh(h.reshape(batch, 1, SIDE, SIDE))  # RID Sec. 3: budget by construction
+        return self.epsilon * torch.tanh(h.reshape(batch, 1, SIDE, SIDE))  # RID: the budget holds by construction
 
     def forward(self, images: Tensor) -> Tensor:
         return apply_perturbation(images, self.perturbation(images))
@@ -132,12 +132,13 @@ class Defender(nn.Module):
 
 
 def adv_sds_loss(defender: Defender, bases: list[DiffusionModel], images: Tensor) -> Tensor:
-    """Adversarial SDS (RID Sec. 3), averaged over the ensemble of frozen base models.
+    """Adversarial SDS (RID, arXiv 2412.09844, method section), averaged over the ensemble of frozen base models.
 
     For each base k: z0 = E_k(x + delta_psi(x)), z_t = sqrt(abar) z0 + sqrt(1 - abar) eps, w(t) = 1 - abar_t and
         L_k = 1/2 || z_t - sg(z_t + w(t) (eps_hat_k(z_t, t, empty) - eps)) ||^2 ,
-    so dL/dz_t = -w (eps_hat - eps): descending L in psi moves z_t along +w (eps_hat - eps), the SDS direction of
-    DreamFusion (Poole et al., arXiv 2209.14988, Eq. 3) with its sign flipped, i.e. ascent on the denoising loss.
+    so dL/dz_t = -w (eps_hat - eps): descending L in psi moves z_t along +w (eps_hat - eps). DreamFusion's SDS
+    (Poole et al., arXiv 2209.14988, Eq. 3) uses w (eps_hat - eps) as a stand-in for the gradient of the denoising loss
+    and descends it (towards what the model finds likely); Adv-SDS takes the opposite step.
     The denoiser's Jacobian is dropped (no backward pass through eps_hat); the gradient reaches psi through E_k.
     """
     protected = defender(images)

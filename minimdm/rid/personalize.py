@@ -1,9 +1,9 @@
 """The attacker: few-shot personalisation of a base model on the K (possibly protected) photos of one identity.
 
-* DreamBooth-style (Ruiz et al., arXiv 2208.12242, Sec. 3.2): fine-tune the whole denoiser together with a new word, so
-  that the prompt "a photo of sks" (here: the slot ``NEW_TOKEN``) reproduces the subject. Prior preservation (their
-  Eq. 2) is optional: a second term keeps the other classes alive using non-identity digits.
-* Textual-inversion-style (Gal et al., arXiv 2208.01618, Sec. 3, Eq. 2): freeze the denoiser and learn only the new
+* DreamBooth-style (Ruiz et al., arXiv 2208.12242): fine-tune the whole denoiser together with a new word, so
+  that the prompt "a photo of sks" (here: the slot ``NEW_TOKEN``) reproduces the subject. Their class-specific prior-preservation
+  loss is optional: a second term keeps the other classes alive using non-identity digits.
+* Textual-inversion-style (Gal et al., arXiv 2208.01618): freeze the denoiser and learn only the new
   word's embedding v* = argmin_v E || eps - eps_theta(z_t, t, c(v)) ||^2.
 
 Both minimise the same diffusion loss on the encoded photos z0 = E(x'); that is why a perturbation which makes E(x')
@@ -58,7 +58,7 @@ def personalize(base: DiffusionModel, photos: Tensor, method: str = "dreambooth"
         instance = model.per_sample_loss(batch[0], torch.full((len(batch[0]),), NEW_TOKEN, device=device)).mean()
         if prior is None:
             return instance
-        return instance + model.per_sample_loss(model.encode(batch[1]), batch[2]).mean()  # DreamBooth Eq. 2, lambda=1
+        return instance + model.per_sample_loss(model.encode(batch[1]), batch[2]).mean()  # DreamBooth's prior-preservation term, weight 1
 
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(20, steps // 10 + 1), weight_decay=0.0, seed=seed,
                       device=str(device), progress=False, log_every=max(1, steps), amp=False)

@@ -2,7 +2,7 @@
 
 * ``quantise_blur``: a JPEG analogue for 8x8 images (JPEG drops precision and high frequencies): round to 2^bits
   levels, then a 2x2 box blur (edge-replicated so the image stays 8x8).
-* ``diffpure``: DiffPure (Nie et al., arXiv 2205.07460, Sec. 3.1-3.2): diffuse the image to a small time t* with the
+* ``diffpure``: DiffPure (Nie et al., arXiv 2205.07460): diffuse the image to a small time t* with the
   forward process, then run a diffusion model's reverse process back to t = 0. The added noise drowns a small
   perturbation and the denoiser pulls the image back onto the data manifold.
 """
