@@ -66,7 +66,8 @@ class DiffusionModel(nn.Module):
     def __init__(self, autoencoder: Autoencoder | None, n_steps: int = 200, hidden: int = 128, depth: int = 3):
         super().__init__()
         self.autoencoder = autoencoder
-        self.data_dim = SIDE * SIDE if autoencoder is None else autoencoder.encode(torch.zeros(1, 1, SIDE, SIDE)).shape[1]
+        probe = None if autoencoder is None else torch.zeros(1, 1, SIDE, SIDE, device=autoencoder.latent_scale.device)
+        self.data_dim = SIDE * SIDE if autoencoder is None else autoencoder.encode(probe).shape[1]
         self.eps_net = EpsilonMLP(self.data_dim, n_steps, hidden, depth)
         schedule = Schedule.linear(n_steps)
         self.register_buffer("betas", schedule.betas)
