@@ -74,7 +74,7 @@ def file_lines(path: Path):
 
 
 @pytest.mark.parametrize("line", [
-    f"({NOTE_FILES[0]}.md §0.2)", "see DESIGN" ".md", "spec §7.2 E pass criteria:", "the spec's reference values",
+    f"({NOTE_FILES[0]}.md §0.2)", "see DESIGN" ".md", "spec " "§7.2 E pass criteria:", "the spec's reference values",
     "written from the spec, and", "a far smaller learning rate [" "P?].", "reports gains [A]: +4.7",
     "recall—verify", "(§A.2)", "exactly the grid of §B.3", "(§0.3)", "(spec: >= 32)", "as in the course spec",
     "The sampler (§2.4) proposes a token", "as you see in §3.2 of our notes",
