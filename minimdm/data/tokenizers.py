@@ -9,6 +9,14 @@ import json
 from pathlib import Path
 
 
+def _check_ids(ids: list[int], vocab_size: int) -> None:
+    """Unknown ids (a mask id left on a canvas, a wrong tokenizer) are an error, not silently dropped text."""
+    unknown = sorted({i for i in ids if not 0 <= i < vocab_size})
+    if unknown:
+        raise ValueError(f"ids {unknown[:5]} are not in this tokenizer's vocabulary (0..{vocab_size - 1}); "
+                         "decode only real tokens (a model's mask id is vocab_size), with the tokenizer it was trained with")
+
+
 class CharTokenizer:
     def __init__(self, chars: list[str]):
         if len(set(chars)) != len(chars):
@@ -33,7 +41,9 @@ class CharTokenizer:
             raise ValueError(f"character {error.args[0]!r} is not in this tokenizer's vocabulary") from None
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
+        ids = [int(i) for i in ids]
+        _check_ids(ids, self.vocab_size)
+        return "".join(self.chars[i] for i in ids)
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps({"type": "char", "chars": self.chars}))
@@ -71,7 +81,9 @@ class BPETokenizer:
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids if 0 <= int(i) < self.vocab_size])
+        ids = [int(i) for i in ids]
+        _check_ids(ids, self.vocab_size)
+        return self.tokenizer.decode(ids)
 
     def save(self, path) -> None:
         self.tokenizer.save(str(path))
