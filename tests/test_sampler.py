@@ -106,3 +106,112 @@ def test_eos_options():
     is_end = [int(eos_last.tokens[0, p]) in (0, 1) for p in order(eos_last)]
     assert is_end == sorted(is_end) and sum(is_end) >= 4  # with the option: every EOS/EoT after all others
     assert torch.equal(eos_first.tokens, eos_last.tokens)  # same proposals, only the order changed
+
+
+def _table_denoiser(probs: torch.Tensor):
+    """A denoiser with fixed per-position probabilities (L, K): its proposals never depend on the canvas."""
+    logits = probs.double().log()
+    return lambda x: logits.expand(x.shape[0], -1, -1).clone()
+
+
+def _commit_order(result) -> list[int]:
+    return [int((a != b).nonzero()[0, 1]) for a, b in zip(result.frames, result.frames[1:])]
+
+
+def _end_token_table() -> torch.Tensor:
+    """6 positions over 6 tokens, EOS = 0, EoT = 1. Position 0 proposes token 2 with p = 0.5 but puts 0.45 on EOS;
+    position 1 proposes token 3 with p = 0.6; position 4 proposes EOS (0.9), position 5 EoT (0.8)."""
+    probs = torch.full((6, 6), 0.02)
+    probs[0] = torch.tensor([0.45, 0.01, 0.5, 0.02, 0.01, 0.01])
+    probs[1] = torch.tensor([0.01, 0.01, 0.1, 0.6, 0.14, 0.14])
+    probs[2] = torch.tensor([0.05, 0.05, 0.1, 0.1, 0.55, 0.15])
+    probs[3] = torch.tensor([0.02, 0.02, 0.3, 0.3, 0.06, 0.3])
+    probs[4] = torch.tensor([0.9, 0.02, 0.02, 0.02, 0.02, 0.02])
+    probs[5] = torch.tensor([0.04, 0.8, 0.04, 0.04, 0.04, 0.04])
+    return probs / probs.sum(-1, keepdim=True)
+
+
+def test_eos_eot_last_only_moves_end_proposals_to_the_back():
+    denoiser = _table_denoiser(_end_token_table())
+    common = dict(gen_length=6, steps=6, mask_id=6, eos_id=0, eot_id=1)
+    plain = _commit_order(generate(denoiser, None, **common))
+    last = generate(denoiser, None, eos_eot_last=True, **common)
+    assert plain[:2] == [4, 5]  # plain low-confidence commits the sure EOS, then EoT, first
+    assert _commit_order(last)[4:] == [4, 5]  # now they come last ...
+    assert _commit_order(last)[:4] == [p for p in plain if p not in (4, 5)]  # ... and the rest keep their order
+    # the option acts under random remasking too
+    random_last = generate(denoiser, None, remasking="random", eos_eot_last=True, generator=torch.Generator().manual_seed(3), **common)
+    assert sorted(_commit_order(random_last)[4:]) == [4, 5]
+
+
+def test_confidence_eos_eot_inf_renormalises_like_llada():
+    """Temperature 0: EOS and EoT score 0, and the other scores are renormalised over the non-end tokens, so
+    position 0 (0.5 / 0.54) now goes before position 1 (0.6 / 0.98): an order eos_eot_last keeps as it was."""
+    denoiser = _table_denoiser(_end_token_table())
+    common = dict(gen_length=6, steps=6, mask_id=6, eos_id=0, eot_id=1)
+    order = _commit_order(generate(denoiser, None, confidence_eos_eot_inf=True, **common))
+    gentle = _commit_order(generate(denoiser, None, eos_eot_last=True, **common))
+    assert sorted(order[4:]) == [4, 5] and order.index(0) < order.index(1)
+    assert gentle.index(1) < gentle.index(0)
+
+
+def test_confidence_eos_eot_inf_at_positive_temperature_demotes_only_eot():
+    """LLaDA's code at temperature > 0 sets only the EoT logit to -inf before the softmax: a sure EOS is still
+    committed first, a sure EoT last. Near-one-hot rows make the sampled proposals certain."""
+    probs = torch.full((4, 5), 1e-9)
+    for position, token in enumerate([0, 1, 2, 3]):  # EOS, EoT, then two ordinary tokens
+        probs[position, token] = 1.0 - 0.1 * position
+    denoiser = _table_denoiser(probs / probs.sum(-1, keepdim=True))
+    common = dict(gen_length=4, steps=4, mask_id=5, eos_id=0, eot_id=1, temperature=1.0)
+    result = generate(denoiser, None, confidence_eos_eot_inf=True, generator=torch.Generator().manual_seed(0), **common)
+    assert result.tokens.tolist() == [[0, 1, 2, 3]]
+    assert _commit_order(result) == [0, 2, 3, 1]
+    gentle = generate(denoiser, None, eos_eot_last=True, generator=torch.Generator().manual_seed(0), **common)
+    assert _commit_order(gentle) == [2, 3, 0, 1]
+
+
+def test_confidence_eos_eot_inf_with_random_remasking_changes_nothing():
+    model = tiny_transformer(vocab_size=5, length=12)
+    common = dict(gen_length=12, steps=6, block_length=6, mask_id=5, remasking="random", temperature=1.0)
+    plain = generate(model, None, batch_size=3, generator=torch.Generator().manual_seed(0), **common)
+    llada = generate(model, None, batch_size=3, eos_id=0, eot_id=1, confidence_eos_eot_inf=True,
+                     generator=torch.Generator().manual_seed(0), **common)
+    assert all(torch.equal(a, b) for a, b in zip(plain.frames, llada.frames))
+
+
+def _llada_reference(model, prompt: torch.Tensor, gen_length: int, steps: int, block_length: int, mask_id: int,
+                     eos_id: int, eot_id: int) -> list[torch.Tensor]:
+    """A transcription of LLaDA's reference sampler at temperature 0 with confidence_eos_eot_inf, written the way
+    its code is: the 'noisy' logits are the logits themselves, then one chained assignment. Ranks ties the same
+    way as minimdm (its top-k leaves ties unspecified). Returns the frames."""
+    P = prompt.shape[1]
+    x = torch.cat([prompt, torch.full((prompt.shape[0], gen_length), mask_id, dtype=torch.long)], 1)
+    frames = [x]
+    num_blocks = gen_length // block_length
+    for block in range(num_blocks):
+        block_masked = x[:, P + block * block_length:P + (block + 1) * block_length] == mask_id
+        counts = transfer_counts(block_masked.sum(1), steps // num_blocks)
+        for i in range(steps // num_blocks):
+            mask_index = x == mask_id
+            logits = model(x).double()
+            logits_with_noise = logits  # temperature 0: no noise, the same tensor
+            x0 = logits_with_noise.argmax(-1)
+            logits_with_noise[:, :, eos_id] = logits[:, :, eot_id] = -torch.inf
+            x0_p = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
+            x0_p[:, P + (block + 1) * block_length:] = -torch.inf
+            confidence = torch.where(mask_index, x0_p, -torch.inf)
+            rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
+            x = torch.where(rank < counts[:, i, None], x0, x)
+            frames.append(x)
+    return frames
+
+
+def test_confidence_eos_eot_inf_matches_a_transcription_of_llada():
+    model = tiny_transformer(vocab_size=6, length=16)
+    prompt = torch.randint(0, 6, (4, 4), generator=torch.Generator().manual_seed(0))
+    common = dict(gen_length=12, steps=6, block_length=6, mask_id=6)
+    expected = _llada_reference(model, prompt, eos_id=0, eot_id=1, **common)
+    result = generate(model, prompt, eos_id=0, eot_id=1, confidence_eos_eot_inf=True, **common)
+    assert all(torch.equal(a, b) for a, b in zip(result.frames, expected, strict=True))
+    plain = generate(model, prompt, **common)
+    assert not all(torch.equal(a, b) for a, b in zip(plain.frames, expected))  # the option matters on this model

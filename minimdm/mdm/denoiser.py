@@ -29,3 +29,14 @@ def check_mask_id(mask_id: int, vocab_size: int) -> None:
             f"mask_id={mask_id} lies inside the vocabulary (0..{vocab_size - 1}); "
             f"use an id >= vocab_size (minimdm's models use mask_id = vocab_size = {vocab_size})"
         )
+
+
+def token_limits(denoiser) -> tuple[int | None, int | None]:
+    """(vocabulary size K, embedding rows) of a minimdm Transformer; (None, None) for any other denoiser."""
+    from minimdm.nn import TransformerConfig
+
+    config = getattr(denoiser, "config", None)
+    embed = getattr(denoiser, "embed", None)
+    if not isinstance(config, TransformerConfig) or not isinstance(embed, torch.nn.Embedding):
+        return None, None
+    return config.vocab_size, embed.num_embeddings

@@ -9,6 +9,10 @@ appendix's remasking algorithms):
   arXiv 2406.03736, shows that absorbing diffusion and any-order autoregressive models share one objective);
 * ``"low_confidence"``: the positions whose proposal the model is most sure of (mode-seeking).
 
+End tokens: ``logits_eos_inf`` never proposes EOS; ``confidence_eos_eot_inf`` is the option of LLaDA's reference
+sampler, reproduced exactly (see ``generate``); ``eos_eot_last`` is a gentler variant of ours that only moves EOS /
+EoT proposals to the back of the queue.
+
 ``block_length < gen_length`` fills the canvas block by block, left to right ("semi-autoregressive"); attention
 still sees the whole canvas. With ``record_history=True`` the sampler records every frame, the model's
 probability of each committed token, and its current top proposal at every masked position, so widgets and
@@ -16,11 +20,12 @@ plots only scrub a history.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
-from minimdm.mdm.denoiser import check_mask_id, logits_of
+from minimdm.mdm.denoiser import check_mask_id, logits_of, token_limits
 from minimdm.mdm.schedules import Schedule
 
 REMASKING = ("low_confidence", "random")
@@ -33,7 +38,7 @@ class SampleResult:
     mask_id: int
     frames: list[torch.Tensor] = field(default_factory=list)  # canvas after each step, frames[0] = start
     # (B, P+G) per frame: the model's probability of each committed token when it was committed (softmax of the
-    # step's logits, after guidance and EOS suppression, at temperature 1), nan where nothing is committed yet
+    # step's logits, after guidance and logits_eos_inf, at temperature 1), nan where nothing is committed yet
     confidences: list[torch.Tensor] = field(default_factory=list)
     nfe: int = 0  # network evaluations (a CFG step counts 2)
     # Optional, per frame k: the model's top proposal (argmax of the logits computed on frame k, i.e. the next
@@ -94,7 +99,8 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> t
     return (logits.double() / temperature + gumbel).argmax(-1)
 
 
-def _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size):
+def _check_arguments(gen_length, steps, block_length, remasking, temperature, cfg_scale, mask_id, vocab_size,
+                     embedding_size):
     if gen_length < 1:
         raise ValueError(f"gen_length={gen_length} must be a positive integer")
     if block_length < 1 or gen_length % block_length:
@@ -102,12 +108,36 @@ def _check_arguments(gen_length, steps, block_length, remasking, temperature, ma
     num_blocks = gen_length // block_length
     if steps < 1 or steps % num_blocks:
         raise ValueError(f"steps={steps} must be a positive multiple of the number of blocks ({num_blocks} = gen_length / block_length)")
+    if steps > gen_length:  # every step past one token per step would run the network and commit nothing
+        raise ValueError(f"steps={steps} exceeds gen_length={gen_length}: use at most one step per generated token")
     if remasking not in REMASKING:
         raise ValueError(f"remasking={remasking!r}: allowed values are {REMASKING}")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0):  # nan would turn every proposal into token 0
+        raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0 is greedy)")
+    if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+        raise ValueError(f"cfg_scale={cfg_scale} must be a finite number >= 0 (0 turns guidance off)")
     if vocab_size is not None:
         check_mask_id(mask_id, vocab_size)
+    if embedding_size is not None and not 0 <= mask_id < embedding_size:
+        raise ValueError(f"mask_id={mask_id} lies outside the model's embedding (ids 0..{embedding_size - 1}); "
+                         f"use the model's own mask id (model.mask_id)")
+
+
+def _check_prompt(prompt: torch.Tensor, mask_id: int, vocab_size: int | None) -> None:
+    if prompt.dim() != 2:
+        raise ValueError(f"prompt must have shape (batch, prompt_length), got {tuple(prompt.shape)}")
+    if prompt.shape[0] == 0:
+        raise ValueError("the batch is empty (prompt has 0 rows): ask for at least one sample")
+    if prompt.dtype not in (torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
+    if prompt.numel() == 0:
+        return
+    if bool((prompt == mask_id).any()):
+        raise ValueError(f"prompt contains mask_id={mask_id}; prompts must be fully visible")
+    low, high = int(prompt.min()), int(prompt.max())
+    if low < 0 or (vocab_size is not None and high >= vocab_size):
+        allowed = "ids >= 0" if vocab_size is None else f"ids 0..{vocab_size - 1} (the model's vocabulary)"
+        raise ValueError(f"prompt holds token id {low if low < 0 else high}; allowed are {allowed}")
 
 
 @torch.no_grad()
@@ -115,14 +145,28 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
              block_length: int | None = None, remasking: str = "low_confidence", temperature: float = 0.0,
              schedule: Schedule | None = None, cfg_scale: float = 0.0, batch_size: int = 1,
              eos_id: int | None = None, eot_id: int | None = None, logits_eos_inf: bool = False,
-             confidence_eos_eot_inf: bool = False, vocab_size: int | None = None, generator=None,
-             record_history: bool = True, device=None) -> SampleResult:
+             confidence_eos_eot_inf: bool = False, eos_eot_last: bool = False, vocab_size: int | None = None,
+             generator=None, record_history: bool = True, device=None) -> SampleResult:
     """Generate gen_length tokens after ``prompt`` (B, P) (or unconditionally: batch_size rows on ``device``).
 
-    Follows LLaDA's ``generate`` step by step (arXiv 2502.09992, §2.4); the differences are ours and deliberate:
-    ``confidence_eos_eot_inf`` does what LLaDA intended (EOS and EoT proposals are committed last; the
-    official code's chained assignment only touches EoT, GitHub issue #137 of ML-GSAI/LLaDA), and any
-    ``schedule`` can set the counts.
+    Follows LLaDA's ``generate`` step by step (arXiv 2502.09992, §2.4); any ``schedule`` can also set the counts.
+    Bad arguments raise a ``ValueError`` before the network runs. ``vocab_size`` (K) enables the checks that the
+    mask id lies outside the vocabulary and the prompt's ids inside it; a minimdm ``Transformer`` supplies it
+    itself, and its embedding size too.
+
+    End tokens (``eos_id``, and ``eot_id`` for chat models):
+
+    * ``logits_eos_inf``: the EOS logit is set to -inf before sampling, so EOS is never proposed.
+    * ``confidence_eos_eot_inf``: exactly what LLaDA's reference sampler does. After the proposals are drawn, end
+      logits are set to -inf and the low-confidence score is the softmax of *those* logits at the proposal:
+      at temperature 0 both EOS and EoT, at temperature > 0 only EoT (in its code the EOS line then writes to the
+      noisy copy of the logits, which is no longer read). An end proposal thus scores 0 and is committed last,
+      and every other proposal's score is renormalised over the non-end tokens, which can reorder them too. With
+      random remasking the scores are random draws and the option changes nothing, as in LLaDA's code.
+    * ``eos_eot_last``: ours, gentler: EOS and EoT proposals (at any temperature, under either remasking) are
+      ranked after every other candidate; all other scores, hence their order, are left as they were.
+
+    Neither confidence option changes the proposals, only the order in which they are committed.
 
     ``record_history=True`` also records, per frame, the model's probability of every committed token (whatever
     chose its position: under random remasking the colour is still the model's probability, never the random
@@ -130,9 +174,14 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     computed when ``record_history=False``.
     """
     block_length = gen_length if block_length is None else block_length
-    _check_arguments(gen_length, steps, block_length, remasking, temperature, mask_id, vocab_size)
-    if (logits_eos_inf or confidence_eos_eot_inf) and eos_id is None:
-        raise ValueError("logits_eos_inf / confidence_eos_eot_inf need eos_id")
+    model_vocab, embedding_size = token_limits(denoiser)
+    vocab_size = model_vocab if vocab_size is None else vocab_size
+    _check_arguments(gen_length, steps, block_length, remasking, temperature, cfg_scale, mask_id, vocab_size,
+                     embedding_size)
+    if (logits_eos_inf or confidence_eos_eot_inf or eos_eot_last) and eos_id is None:
+        raise ValueError("logits_eos_inf / confidence_eos_eot_inf / eos_eot_last need eos_id")
+    if prompt is None and batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: the batch is empty; ask for at least one sample")
     if prompt is not None:
         device = prompt.device
     elif device is None:  # unconditional: the denoiser's device if it has parameters, else the CPU
@@ -140,10 +189,7 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
         device = first.device if first is not None else torch.device("cpu")
     if prompt is None:
         prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
-    if prompt.dim() != 2:
-        raise ValueError(f"prompt must have shape (batch, prompt_length), got {tuple(prompt.shape)}")
-    if bool((prompt == mask_id).any()):
-        raise ValueError(f"prompt contains mask_id={mask_id}; prompts must be fully visible")
+    _check_prompt(prompt, mask_id, vocab_size)
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, gen_length), mask_id, dtype=torch.long, device=device)], dim=1)
     prompt_mask = torch.zeros_like(x, dtype=torch.bool)
@@ -157,6 +203,8 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
     positions = torch.arange(x.shape[1], device=device)
+    # LLaDA's code: at temperature 0 the noisy logits *are* the logits, so both of its -inf writes land there
+    llada_ends = [i for i in ((eos_id, eot_id) if temperature == 0 else (eot_id,)) if i is not None]
     for block in range(num_blocks):
         block_end = P + (block + 1) * block_length
         in_block = (positions >= P + block * block_length) & (positions < block_end)
@@ -174,11 +222,15 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
                 top_probability, top_token = probs.max(-1)
                 result.proposals.append(top_token.masked_fill(~is_masked, -1).cpu())
                 result.proposal_probs.append(top_probability.float().masked_fill(~is_masked, float("nan")).cpu())
-            if remasking == "low_confidence":  # softmax(l)[x_hat], from the noise-free logits
+            if remasking == "low_confidence" and confidence_eos_eot_inf and llada_ends:
+                ranked = logits.double().clone()
+                ranked[..., llada_ends] = -torch.inf  # after sampling: the proposals keep their end tokens
+                confidence = torch.softmax(ranked, -1).gather(-1, proposal[..., None]).squeeze(-1)
+            elif remasking == "low_confidence":  # softmax(l)[x_hat], from the noise-free logits
                 confidence = model_probability
             else:
                 confidence = torch.rand(x.shape, dtype=torch.float64, device=device, generator=generator)
-            if confidence_eos_eot_inf:  # rank EOS / EoT proposals after every other candidate
+            if eos_eot_last:  # scores lie in [0, 1]: minus 2 ranks EOS / EoT after every other candidate
                 is_end = proposal == eos_id if eot_id is None else (proposal == eos_id) | (proposal == eot_id)
                 confidence = torch.where(is_end, confidence - 2.0, confidence)
             # Only masked positions inside the current block may be committed.

@@ -8,7 +8,8 @@ Every control feeds one call of a sampler from the package, which records its hi
 
 * ``random`` / ``low-confidence`` / ``low-confidence, EOS/EoT last``: LLaDA's sampler (arXiv 2502.09992, §2.4)
   with its remasking strategies, semi-autoregressive blocks, temperature and unsupervised classifier-free
-  guidance (SMDM, arXiv 2410.18514);
+  guidance (SMDM, arXiv 2410.18514); ``EOS/EoT last`` commits end-of-text and end-of-turn proposals after all
+  the others;
 * ``RADD cached``: RADD's tau-leaping sampler with its cache (arXiv 2406.03736): a row calls the network only at
   the steps where it reveals something, so its network calls are fewer than its steps;
 * ``exact oracle``: for a toy from ``minimdm.toys`` (whose conditionals are exact), any-order autoregressive
@@ -31,7 +32,9 @@ from minimdm.widgets.player import commit_order_html, frame_html, legend_html
 LLADA_STRATEGIES = {
     "random": dict(remasking="random"),
     "low-confidence": dict(remasking="low_confidence"),
-    "low-confidence, EOS/EoT last": dict(remasking="low_confidence", confidence_eos_eot_inf=True),
+    # commits EOS / EoT proposals after all others and leaves the other scores alone (the sampler's eos_eot_last,
+    # not LLaDA's confidence_eos_eot_inf, which also renormalises them)
+    "low-confidence, EOS/EoT last": dict(remasking="low_confidence", eos_eot_last=True),
 }
 RADD = "RADD cached (tau-leaping)"
 EXACT = "exact oracle (toy: any-order AR)"
@@ -242,7 +245,7 @@ class UnmaskingLab:
                                                device=device)], 1)
         if strategy in LLADA_STRATEGIES:
             options = dict(LLADA_STRATEGIES[strategy])
-            if options.get("confidence_eos_eot_inf"):
+            if options.get("eos_eot_last"):
                 options.update(eos_id=self.eos_id, eot_id=self.eot_id)
             return generate(self.denoiser, prompt, gen_length=settings["gen_length"], steps=settings["steps"],
                             block_length=settings["block_length"], mask_id=self.mask_id,
