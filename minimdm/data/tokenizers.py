@@ -2,6 +2,10 @@
 
 Both share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``vocab_size``,
 ``save(path)`` / ``load(path)``. Ids run 0..vocab_size-1; a model's mask token is the extra id vocab_size.
+
+``hf_tokenizer(tokenizer)`` (or ``tokenizer.to_hf()``) gives the same ids as a ``transformers``
+``PreTrainedTokenizerFast``, with the mask as ``mask_token`` at id vocab_size: it saves beside a model and loads
+with ``AutoTokenizer`` and no custom code.
 """
 from __future__ import annotations
 
@@ -52,6 +56,9 @@ class CharTokenizer:
     def load(cls, path) -> "CharTokenizer":
         return cls(json.loads(Path(path).read_text())["chars"])
 
+    def to_hf(self):
+        return hf_tokenizer(self)
+
 
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style), trained on the corpus in about a second for a 4k vocabulary."""
@@ -94,6 +101,9 @@ class BPETokenizer:
 
         return cls(Tokenizer.from_file(str(path)))
 
+    def to_hf(self):
+        return hf_tokenizer(self)
+
 
 def get_tokenizer(kind: str, text: str, vocab_size: int = 4096):
     if kind == "char":
@@ -101,3 +111,55 @@ def get_tokenizer(kind: str, text: str, vocab_size: int = 4096):
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size)
     raise ValueError(f"tokenizer={kind!r}: allowed values are 'char' and 'bpe'")
+
+
+MASK_TOKEN = "<|mdm_mask|>"
+# Jinja form of minimdm.mdm.sft.ChatTemplate.prompt, for tokenizers with chat roles (the chat tasks' vocabulary)
+CHAT_TEMPLATE = ("<bos>{% for message in messages %}<{{ message['role'] }}>{{ message['content'] }}<eot>{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def _character_tokenizer(vocab: list[str]):
+    """A ``tokenizers`` Tokenizer with one id per character (each character is its own pre-token), joined on decode."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({token: i for i, token in enumerate(vocab)}, unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return tokenizer
+
+
+def hf_tokenizer(tokenizer, mask_token: str = MASK_TOKEN):
+    """The ``transformers.PreTrainedTokenizerFast`` form of a CharTokenizer, BPETokenizer or the chat tasks' TaskTokenizer.
+
+    Same ids as ``tokenizer.encode``; the mask is ``mask_token`` with id ``vocab_size`` (the model's extra embedding
+    row). The chat tokenizer's special tokens (``<bos>``, ``<eos>``, roles, ...) keep their ids, and its chat template
+    gives the prompts of ``minimdm.mdm.sft.ChatTemplate``.
+    """
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    named, special = {}, []
+    if isinstance(tokenizer, BPETokenizer):
+        backend = Tokenizer.from_str(tokenizer.tokenizer.to_str())  # a copy: the course's tokenizer stays as it is
+    elif isinstance(tokenizer, CharTokenizer):
+        backend = _character_tokenizer(tokenizer.chars)
+    elif hasattr(tokenizer, "vocab") and hasattr(tokenizer, "special_ids"):  # TaskTokenizer
+        backend = _character_tokenizer(tokenizer.vocab)
+        special = [tokenizer.vocab[i] for i in sorted(tokenizer.special_ids)]
+        named = {f"{name}_token": tokenizer.vocab[getattr(tokenizer, f"{name}_id")] for name in ("pad", "bos", "eos")}
+    else:
+        raise ValueError(f"tokenizer={type(tokenizer).__name__}: allowed are CharTokenizer, BPETokenizer and TaskTokenizer")
+    vocab_size = tokenizer.vocab_size
+    backend.add_special_tokens([AddedToken(token, special=True) for token in special + [mask_token]])
+    hf = PreTrainedTokenizerFast(tokenizer_object=backend, mask_token=mask_token, clean_up_tokenization_spaces=False,
+                                 model_input_names=["input_ids", "attention_mask"], **named)
+    if hf.mask_token_id != vocab_size:
+        raise ValueError(f"mask_token={mask_token!r} is already in the vocabulary (id {hf.mask_token_id}); "
+                         f"choose another string, it must get the new id {vocab_size}")
+    others = [t for t in special if t not in named.values()]
+    if others:
+        hf.add_special_tokens({"additional_special_tokens": others})
+    if hasattr(tokenizer, "role_ids"):
+        hf.chat_template = CHAT_TEMPLATE
+    return hf

@@ -200,11 +200,13 @@ class Transformer(nn.Module):
         return total - self.embed.weight.numel() if non_embedding else total
 
     def forward(self, input_ids: torch.Tensor | None, attn_mask: torch.Tensor | None = None,
-                time: torch.Tensor | None = None, kv_cache=None, input_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                time: torch.Tensor | None = None, kv_cache=None, input_embeds: torch.Tensor | None = None,
+                hidden_states: list | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, K). attn_mask: bool (B, T, T) or (B, 1, T, S), True = may attend.
 
         ``input_embeds`` (B, T, d_model) replaces the embedding lookup (pass ``input_ids=None``): a vision-language
-        model splices image features into the token embeddings this way.
+        model splices image features into the token embeddings this way. A list passed as ``hidden_states``
+        receives n_layers + 1 tensors (B, T, d_model): the input of every block, then the final normed output.
         """
         if (input_ids is None) == (input_embeds is None):
             raise ValueError("pass exactly one of input_ids (B, T) and input_embeds (B, T, d_model)")
@@ -227,7 +229,12 @@ class Transformer(nn.Module):
                 raise ValueError("this model has time_cond=True: pass time=t of shape (batch,)")
             x = x + self.time_mlp(timestep_embedding(time, self.config.d_model))[:, None]
         for block in self.blocks:
+            if hidden_states is not None:
+                hidden_states.append(x)
             x = block(x, self.rope, attn_mask, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(x.shape[1])
-        return self.head(self.norm(x))
+        x = self.norm(x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        return self.head(x)
