@@ -281,9 +281,10 @@ def model_card(model: MiniMDMModel, card: dict | None = None, folder: str = "pat
         "with LLaDA's arguments and the mask and EOS ids of `config.json`. It returns the prompt and the "
         "`gen_length` new tokens:", "",
         "```python",
-        "prompt = tokenizer(text, return_tensors=\"pt\").input_ids"
-        + ("  # or tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")"
-           if config.eot_token_id is not None else ""),
+        "prompt = tokenizer(text, return_tensors=\"pt\").input_ids",
+        *(["# a chat model's prompt is its chat template:",
+           "# prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",",
+           "#                                         return_dict=True)[\"input_ids\"]"] if config.eot_token_id is not None else []),
         "tokens = model.generate(prompt, steps=32, gen_length=32, block_length=32, temperature=0.0,",
         "                        cfg_scale=0.0, remasking=\"low_confidence\")",
         "print(tokenizer.decode(tokens[0, prompt.shape[1]:], skip_special_tokens=True))",

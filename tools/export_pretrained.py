@@ -8,7 +8,9 @@ The run directory holds what ``minimdm.train`` writes (``checkpoint.safetensors`
 tokenizer (``tokenizer.json`` from ``CharTokenizer.save``, or ``--tokenizer task`` for the chat tasks' fixed
 vocabulary), and ``metrics.json`` (validation NELBO with its standard error, the recipe, ...). The weights are
 stored as float16 (half the bytes; the validation NELBO is re-measured with them when ``--eval-corpus`` is given)
-and the model card README.md is written from those numbers.
+and the model card README.md is written from those numbers. ``--hf-out DIR`` also writes the model as a Hugging Face
+folder (``minimdm.hf.to_hugging_face``: AutoModelForMaskedLM / AutoTokenizer with trust_remote_code=True, and its
+own model card).
 """
 from __future__ import annotations
 
@@ -200,6 +202,7 @@ def main(argv=None):
     parser.add_argument("--eval-windows", type=int, default=256)
     parser.add_argument("--measured-with", default=None, help="how metrics.json's NELBO was measured (model card)")
     parser.add_argument("--out-root", default=str(MODELS_DIR))
+    parser.add_argument("--hf-out", default=None, help="also save the exported model as a Hugging Face folder here")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     hashes = export(args.run_dir, args.name, args.corpus, args.out_root, args.tokenizer, args.eval_corpus,
@@ -208,6 +211,12 @@ def main(argv=None):
     print(f"exported {args.name}: {size / 1e6:.2f} MB in {Path(args.out_root) / args.name}")
     for file, digest in hashes.items():
         print(f"  {file}: {digest}")
+    if args.hf_out is not None:
+        from minimdm.hf import to_hugging_face
+        from minimdm.pretrained import load_pretrained
+
+        to_hugging_face(load_pretrained(args.name, root=args.out_root), args.hf_out)
+        print(f"Hugging Face folder: {args.hf_out}")
 
 
 if __name__ == "__main__":
