@@ -1,4 +1,8 @@
-"""Command line: ``python -m minimdm train | sample`` (``--help`` on each)."""
+"""Command line: ``python -m minimdm train | sample`` (``--help`` on each).
+
+A mistake in the input (a bad option value, a missing or damaged file, a device this machine lacks) prints one
+line naming it and exits with status 2; the checks themselves live in the functions the commands call.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,15 +16,21 @@ from minimdm.data import BPETokenizer, CharTokenizer
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.sampler import REMASKING, generate
 from minimdm.presets import PRESETS, preset_name
-from minimdm.recipes import TextRecipe, nats_to_bits, recipe_for, train_text_mdm, validation_nelbo
-from minimdm.train import load_model, resolve_device
+from minimdm.recipes import TOKENIZER_FILE, TextRecipe, nats_to_bits, recipe_for, train_text_mdm, validation_nelbo
+from minimdm.train import CHECKPOINT_FILE, TrainingInterrupted, load_model, resolve_device
 
-TOKENIZER_FILE = "tokenizer.json"
+USAGE_ERROR = 2  # argparse's status for a bad command line
 
 
 def load_tokenizer(directory: Path):
-    data = json.loads((directory / TOKENIZER_FILE).read_text())
-    return CharTokenizer(data["chars"]) if data.get("type") == "char" else BPETokenizer.load(directory / TOKENIZER_FILE)
+    path = directory / TOKENIZER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: sample from a folder written by `python -m minimdm train`")
+    try:
+        data = json.loads(path.read_text())
+        return CharTokenizer(data["chars"]) if data.get("type") == "char" else BPETokenizer.load(path)
+    except Exception as error:  # json, a missing key, or the tokenizers library's own errors
+        raise ValueError(f"{path} is damaged ({error}): copy it from the run that trained the model") from error
 
 
 def print_samples(model, tokenizer, stream, count: int, gen_length: int, steps: int, remasking: str,
@@ -42,9 +52,16 @@ def cmd_train(args) -> None:
     recipe: TextRecipe = recipe_for(args.preset, **overrides)
     device = resolve_device(args.device)
     print(f"minimdm train | preset {args.preset or preset_name()} | device {device} | corpus {recipe.corpus}")
-    model, tokenizer, stream, result = train_text_mdm(recipe, device=device, checkpoint_dir=args.out,
-                                                      compile=args.compile, download=args.download)
-    tokenizer.save(Path(args.out) / TOKENIZER_FILE)
+    if (Path(args.out) / CHECKPOINT_FILE).exists():
+        print(f"resuming from the checkpoint in {args.out} (delete that folder, or pass another --out, to start afresh)")
+    try:  # a checkpoint every tenth of the run (and on Ctrl-C): an interrupted run resumes where it stopped
+        model, tokenizer, stream, result = train_text_mdm(recipe, device=device, checkpoint_dir=args.out,
+                                                          compile=args.compile, download=args.download,
+                                                          checkpoint_every=max(1, recipe.steps // 10))
+    except TrainingInterrupted as stop:
+        print(f"interrupted: step {stop.step} saved in {args.out}; run the same command again to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's status for Ctrl-C
     params = model.num_parameters()
     # result.seconds is training time, summed over resumed runs (evaluation and checkpoints excluded)
     print(f"trained {result.step} steps in {result.seconds:.0f} s ({result.tokens_per_s:,.0f} tokens/s), "
@@ -73,15 +90,16 @@ def cmd_sample(args) -> None:
     model = load_model(directory, device=str(device))
     tokenizer = load_tokenizer(directory)
     prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
-    if len(prompt_ids) + args.gen_length > model.config.max_len:
-        print(f"note: prompt ({len(prompt_ids)}) + gen_length ({args.gen_length}) exceeds the training length "
-              f"{model.config.max_len}; RoPE extrapolates, quality may drop", file=sys.stderr)
-    prompt = torch.tensor([prompt_ids] * args.num, dtype=torch.long, device=device)
+    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1).repeat(max(args.num, 0), 1)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    result = generate(model, prompt, gen_length=args.gen_length, steps=args.steps or args.gen_length,
+    steps = args.gen_length if args.steps is None else args.steps
+    result = generate(model, prompt, gen_length=args.gen_length, steps=steps,
                       block_length=args.block_length, mask_id=model.mask_id, remasking=args.remasking,
                       temperature=args.temperature, cfg_scale=args.cfg_scale, generator=generator,
                       record_history=False)
+    if len(prompt_ids) + args.gen_length > model.config.max_len:  # after generate's checks: errors stay one line
+        print(f"note: prompt ({len(prompt_ids)}) + gen_length ({args.gen_length}) exceeds the training length "
+              f"{model.config.max_len}; RoPE extrapolates, quality may drop", file=sys.stderr)
     for row in range(args.num):
         print(f"--- sample {row + 1} ---\n{args.prompt}{tokenizer.decode(result.generated[row].tolist())}")
 
@@ -122,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:  # the user's input: one line, no traceback
+        message = " ".join(str(error).split())
+        print(f"python -m minimdm {args.command}: error: {message}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Used by ``python -m minimdm train`` and by the notebooks, so the terminal and th
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -16,7 +18,9 @@ from minimdm.mdm.likelihood import corpus_nelbo
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.presets import preset_name
-from minimdm.train import TrainConfig, TrainResult, train
+from minimdm.train import CHECKPOINT_FILE, TrainConfig, TrainResult, prepare_checkpoint_dir, train
+
+TOKENIZER_FILE = "tokenizer.json"  # beside the checkpoint: what `python -m minimdm sample` reads
 
 
 @dataclass
@@ -67,15 +71,39 @@ def build_model(recipe: TextRecipe, vocab_size: int, causal: bool = False) -> Tr
                                          dropout=recipe.dropout))
 
 
+def save_tokenizer_beside(checkpoint_dir, tokenizer) -> None:
+    """Write tokenizer.json into the checkpoint folder, refusing to replace another run's (that run's checkpoint
+    would become unreadable)."""
+    directory = Path(checkpoint_dir)
+    path, tmp = directory / TOKENIZER_FILE, directory / f".{TOKENIZER_FILE}.tmp-{os.getpid()}"
+    try:
+        tokenizer.save(tmp)
+        if path.exists() and (directory / CHECKPOINT_FILE).exists() and path.read_bytes() != tmp.read_bytes():
+            raise ValueError(f"{directory} holds a checkpoint trained with another tokenizer (another corpus or "
+                             "--tokenizer): pick another folder (CLI: --out) or delete it to start afresh")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def train_text_mdm(recipe: TextRecipe, device="cpu", checkpoint_dir=None, progress=True, compile=False,
-                   download=False, max_seconds=None):
-    """Train the recipe's MDM with LLaDA's loss. Returns (model, tokenizer, stream, TrainResult)."""
-    tokenizer, stream = prepare_data(recipe, download)
-    model = build_model(recipe, tokenizer.vocab_size)
-    mask_id = model.mask_id
+                   download=False, max_seconds=None, checkpoint_every: int = 0):
+    """Train the recipe's MDM with LLaDA's loss. Returns (model, tokenizer, stream, TrainResult).
+
+    With a ``checkpoint_dir`` the tokenizer is saved there first, so that any checkpoint (``checkpoint_every``
+    steps, or an interrupted run's) can be sampled from.
+    """
     config = TrainConfig(steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps, seed=recipe.seed,
                          device=str(device), checkpoint_dir=checkpoint_dir, progress=progress, compile=compile,
-                         log_every=max(1, recipe.steps // 20), max_seconds=max_seconds)
+                         log_every=max(1, recipe.steps // 20), max_seconds=max_seconds,
+                         checkpoint_every=checkpoint_every)
+    if checkpoint_dir:
+        prepare_checkpoint_dir(checkpoint_dir)  # a bad folder fails before the corpus is read
+    tokenizer, stream = prepare_data(recipe, download)
+    if checkpoint_dir:
+        save_tokenizer_beside(checkpoint_dir, tokenizer)
+    model = build_model(recipe, tokenizer.vocab_size)
+    mask_id = model.mask_id
     result: TrainResult = train(model, lambda m, x: mdm_pretrain_loss(m, x, mask_id),
                                 lambda step: stream.batch(recipe.batch_size), config)
     return model.eval(), tokenizer, stream, result

@@ -9,12 +9,18 @@
   step's batch, masks and dropout depend on nothing but its index. A checkpoint (model + optimizer in one
   safetensors file, trainer state in its metadata, the configs in config.json) written atomically is
   therefore all that resuming needs: the loss trajectory continues exactly as if never interrupted.
+* **Nothing lost to Ctrl-C.** An interrupt lets the step in progress finish, saves a checkpoint (with a
+  ``checkpoint_dir``) and raises ``TrainingInterrupted``; calling ``train`` again resumes from it. A second
+  Ctrl-C stops at once. Temporary files that a killed run left in the checkpoint folder are removed at start.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from minimdm.flops import peak_flops, training_flops_per_token
+from minimdm.presets import default_device
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -84,10 +91,37 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``train`` after a whole step; ``checkpoint`` is where that step was saved (None: not saved)."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted after step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+def resolve_device(device) -> torch.device:
+    """'auto' (``MINIMDM_DEVICE`` if set, else CUDA when there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+
+    A device this machine lacks is a ValueError here, not an error deep inside the first tensor operation.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        if os.environ.get("MINIMDM_DEVICE", "").strip():
+            return default_device()  # checks the variable
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={str(device)!r} is not supported: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but torch sees no CUDA device on this machine: use 'cpu' or 'auto'")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r} but torch sees no MPS device on this machine: use 'cpu' or 'auto'")
+    return parsed
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -121,10 +155,66 @@ def _to_device(batch, device):
     return batch.to(device, non_blocking=True)
 
 
+class _DeferredInterrupt:
+    """While active, the first Ctrl-C only raises a flag (the loop saves and stops after the current step, so a
+    checkpoint never holds a half-applied optimizer step); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: finishing this step, then saving (Ctrl-C again to stop at once)", flush=True)
+
+    def __enter__(self):
+        # only where Python's own handler is in place (the main thread, no other library's handler)
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def prepare_checkpoint_dir(directory) -> Path:
+    """Create the folder (or fail now, not after training) and remove temporary files of dead runs."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"checkpoint folder {directory} is an existing file: pick a folder (CLI: --out) or move the file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the checkpoint folder {directory} ({error}): pick another one") from error
+    for path in directory.glob(".*.tmp-*"):
+        match = re.fullmatch(r"\.(.+)\.tmp-(\d+)", path.name)
+        if match and not _process_alive(int(match.group(2)), path):
+            path.unlink(missing_ok=True)
+    return directory
+
+
+def _process_alive(pid: int, path: Path) -> bool:
+    if os.name != "posix":  # no harmless liveness probe there: an hour-old temporary file is a dead run's
+        return time.time() - path.stat().st_mtime < 3600
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=None,
           resume: bool = True) -> TrainResult:
     """Train ``model`` in place; resume from ``cfg.checkpoint_dir`` when a checkpoint is there."""
     device = resolve_device(cfg.device)
+    if cfg.checkpoint_dir:
+        prepare_checkpoint_dir(cfg.checkpoint_dir)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     result, start_step = TrainResult(), 0
@@ -133,62 +223,68 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     forward_model = torch.compile(model) if cfg.compile else model
     use_amp = cfg.amp and device.type == "cuda"
     peak = peak_flops(device)
-    flops_per_token = None
 
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
                desc="train", dynamic_ncols=True)
     window_tokens, window_start, done = 0, time.perf_counter(), start_step
     model.train()
-    for step in bar:
-        if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
-            break  # checked before the step, so a resumed run that had used its time trains nothing more
-        lr = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = 0.0
-        for micro in range(cfg.grad_accum):
-            _reseed(_seed_for(cfg, step, micro), device)
-            batch = _to_device(batch_fn(step * cfg.grad_accum + micro), device)
-            if flops_per_token is None and hasattr(model, "config") and hasattr(model.config, "n_layers"):
-                first = batch[0] if isinstance(batch, (tuple, list)) else batch
-                flops_per_token = training_flops_per_token(model, first.shape[-1])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(forward_model, batch) / cfg.grad_accum
-            loss.backward()
-            step_loss += loss.detach()
-            window_tokens += _batch_tokens(batch)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            loss_value = float(step_loss)  # one device sync per log line, not per step
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_tokens / max(elapsed, 1e-9)
-            mfu = tokens_per_s * flops_per_token / peak if (peak and flops_per_token) else None
-            result.history.append({"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu})
-            result.seconds += elapsed
-            result.tokens += window_tokens
-            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}", **({"mfu": f"{mfu:.1%}"} if mfu else {}))
-            window_tokens, window_start = 0, time.perf_counter()
-        if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            paused = time.perf_counter()
-            seconds = result.seconds + (paused - window_start)
-            result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
-            window_start += time.perf_counter() - paused  # evaluation time is not training time
-        if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-            paused, result.step = time.perf_counter(), done
-            save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
-            window_start += time.perf_counter() - paused  # nor is writing a checkpoint
+    flops_per_token = None
+    with _DeferredInterrupt() as interrupt:
+        for step in bar:
+            if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
+                break  # checked before the step, so a resumed run that had used its time trains nothing more
+            lr = learning_rate(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                _reseed(_seed_for(cfg, step, micro), device)
+                batch = _to_device(batch_fn(step * cfg.grad_accum + micro), device)
+                if flops_per_token is None and hasattr(model, "config") and hasattr(model.config, "n_layers"):
+                    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+                    flops_per_token = training_flops_per_token(model, first.shape[-1])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = loss_fn(forward_model, batch) / cfg.grad_accum
+                loss.backward()
+                step_loss += loss.detach()
+                window_tokens += _batch_tokens(batch)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                loss_value = float(step_loss)  # one device sync per log line, not per step
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                mfu = tokens_per_s * flops_per_token / peak if (peak and flops_per_token) else None
+                result.history.append({"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu})
+                result.seconds += elapsed
+                result.tokens += window_tokens
+                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}", **({"mfu": f"{mfu:.1%}"} if mfu else {}))
+                window_tokens, window_start = 0, time.perf_counter()
+            if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+                paused = time.perf_counter()
+                seconds = result.seconds + (paused - window_start)
+                result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
+                window_start += time.perf_counter() - paused  # evaluation time is not training time
+            if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                paused, result.step = time.perf_counter(), done
+                save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+                window_start += time.perf_counter() - paused  # nor is writing a checkpoint
+            if interrupt.requested:
+                break
     bar.close()
-    if window_tokens:  # stopped early by max_seconds: log the partial window too
+    if window_tokens:  # stopped early by max_seconds or Ctrl-C: log the partial window too
         elapsed = time.perf_counter() - window_start
         result.history.append({"step": done, "loss": float(step_loss), "lr": lr,
                                "tokens_per_s": window_tokens / max(elapsed, 1e-9), "mfu": None})
         result.seconds += elapsed
         result.tokens += window_tokens
     result.step = done
+    if interrupt.requested:
+        saved = save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg) if cfg.checkpoint_dir else None
+        raise TrainingInterrupted(done, saved)
     evaluated = bool(result.evals) and result.evals[-1]["step"] == done  # e.g. a finished run, resumed
     if eval_fn is not None and not evaluated:
         result.evals.append({"step": result.step, "seconds": result.seconds, **_evaluate(model, eval_fn)})
@@ -241,25 +337,58 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: Trai
     return directory / CHECKPOINT_FILE
 
 
-def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """(tensors, trainer_state, config) of a checkpoint directory, with a clear error if it is damaged."""
+def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+    """(tensors, trainer_state, config) of a checkpoint directory, with a clear error if it is damaged.
+
+    config is None when config.json is missing (``load_checkpoint`` does not need it; ``load_model`` does).
+    """
     path = Path(directory) / CHECKPOINT_FILE
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {directory}: train one first, or pass the folder that holds "
+                                f"{CHECKPOINT_FILE}")
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first, or pass the folder that holds it")
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
             state = json.loads(handle.metadata()["trainer_state"])
-        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({error}); "
                          "delete it to start afresh, or point to an intact checkpoint") from error
+    for name, tensor in tensors.items():  # flipped bytes in the tensor data pass every format check
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"checkpoint {path} holds non-finite values (nan or inf) in {name}: its data is corrupt "
+                             "(or the run diverged); delete it to start afresh, or point to an intact checkpoint")
+    config_path = Path(directory) / CONFIG_FILE
+    if not config_path.exists():
+        return tensors, state, None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{config_path} is truncated or corrupt ({error}); copy it from the run that wrote "
+                         f"{CHECKPOINT_FILE}, or delete the folder to start afresh") from error
     return tensors, state, config
 
 
+def _load_weights(directory, model, tensors: dict, config: dict | None) -> None:
+    """Load the model's tensors; a checkpoint of another model (say another preset's) is named as such, with the
+    two configurations, instead of one "size mismatch" line per tensor."""
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as error:
+        saved = (config or {}).get("model") or {}
+        ours = json.loads(json.dumps(model.config.to_dict())) if hasattr(getattr(model, "config", None), "to_dict") else {}
+        differing = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+        there = ", ".join(f"{k}={saved.get(k)}" for k in differing) or "unknown configuration"
+        here = ", ".join(f"{k}={ours.get(k)}" for k in differing) or "different tensors"
+        raise ValueError(f"{directory} holds a checkpoint of another model (saved: {there}; this model: {here}), "
+                         "e.g. from another preset: pick another folder (CLI: --out) or delete it to start afresh"
+                         ) from error
+
+
 def load_checkpoint(directory, model, optimizer=None) -> tuple[int, TrainResult]:
-    tensors, state, _ = read_checkpoint(directory)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    tensors, state, config = read_checkpoint(directory)
+    _load_weights(directory, model, tensors, config)
     if optimizer is not None:
         optim_state: dict[int, dict] = {}
         for key, value in tensors.items():
@@ -277,6 +406,9 @@ def load_model(directory, device: str = "cpu"):
     from minimdm.nn import Transformer, TransformerConfig
 
     tensors, _, config = read_checkpoint(directory)
+    if config is None:
+        raise FileNotFoundError(f"{Path(directory) / CONFIG_FILE} is missing ({CHECKPOINT_FILE} is there): copy it from "
+                                "the run that wrote the checkpoint, or build the model yourself and use load_checkpoint")
     if config.get("model") is None:
         raise ValueError(f"{directory}/{CONFIG_FILE} holds no model config; build the model yourself and use load_checkpoint")
     model = Transformer(TransformerConfig(**config["model"]))

@@ -7,16 +7,20 @@
   Both Python corpora depend on the Python version that builds them.
 * ``tinyshakespeare``: the nanoGPT reference corpus (1,115,394 chars). Looked up in the data cache; with
   ``download=True`` fetched from its canonical URL and checked against its sha256; otherwise a clear error.
-* a path to any local text file, or ``hf:NAME[:SPLIT]`` for a Hugging Face dataset with a ``text`` column
-  (loaded through ``datasets``, which uses its own local cache).
+* a path to any local UTF-8 text file, or ``hf:NAME[:SPLIT]`` for a Hugging Face dataset with a ``text`` column
+  (loaded through ``datasets``, which uses its own local cache). Offline (no route to the Hub within 3 s, or
+  ``HF_HUB_OFFLINE=1``) a dataset comes from that cache or fails at once with a ValueError saying so.
 
 The data cache is ``$MINIMDM_DATA`` if set, else ``data/cache`` of the repository checkout, else
 ``~/.cache/minimdm``.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
+import socket
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -93,21 +97,72 @@ def tinyshakespeare(download: bool = False) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def _offline_declared() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub opens within ``timeout`` s (behind a proxy: assumed, datasets decides)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def huggingface_text(source: str) -> str:
     """``hf:NAME[:SPLIT]`` -> the dataset's ``text`` column joined by newlines."""
     import datasets
 
     _, name, *rest = source.split(":")
     split = rest[0] if rest else "train"
-    dataset = datasets.load_dataset(name, split=split)
+    if not name:
+        raise ValueError(f"corpus={source!r}: write hf:NAME or hf:NAME:SPLIT, e.g. hf:roneneldan/TinyStories")
+    offline = _offline_declared() or not hub_reachable()
+    # datasets reads HF_HUB_OFFLINE once, at import: if it thinks it is online it would retry the network for minutes
+    if offline and not datasets.config.HF_HUB_OFFLINE:
+        raise ValueError(f"corpus={source!r} needs the Hugging Face Hub, but this machine is offline: connect, or "
+                         "set HF_HUB_OFFLINE=1 before starting Python to use a copy in the datasets cache, or "
+                         "pass a local text file")
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except ConnectionError as error:
+        where = "is not in the local datasets cache and this machine is offline" if offline else "could not be downloaded"
+        raise ValueError(f"corpus={source!r} {where} ({error}); connect, or pass a local text file") from error
     if "text" not in dataset.column_names:
         raise ValueError(f"dataset {name!r} has no 'text' column (columns: {dataset.column_names})")
     return "\n".join(dataset["text"])
 
 
+def check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
+    """Raise a ValueError naming the first byte that is not UTF-8 (read in chunks: corpora can be large)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes before the decoder's pending ones
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(chunk_size)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                position = offset - pending + error.start
+                raise ValueError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                                 f"{position}): convert it, e.g. `iconv -f latin1 -t utf-8`, or pick another file"
+                                 ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
 def local_text_file(path: Path) -> str:
     """A local text file, read through ``datasets`` (one line per row) so large files stream from its cache."""
     import datasets
+
+    check_utf8(path)
 
     dataset = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=True)
     return "".join(dataset["text"])

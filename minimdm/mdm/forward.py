@@ -24,8 +24,13 @@ def mask_tokens_t(x0, mask_prob, mask_id: int, maskable=None, generator=None):
     Returns (x_t, is_masked).
     """
     maskable = _maskable_or_all(x0, maskable)
+    mask_prob = torch.as_tensor(mask_prob, device=x0.device)
+    # not on CUDA: the check would make the training loop wait for the GPU at every step
+    if mask_prob.device.type != "cuda" and not bool(((mask_prob >= 0) & (mask_prob <= 1)).all()):
+        bad = mask_prob[~((mask_prob >= 0) & (mask_prob <= 1))].flatten()[0].item()
+        raise ValueError(f"mask_prob={bad:g} must lie in [0, 1] (it is the probability 1 - alpha_t of masking a token)")
     u = torch.rand(x0.shape, device=x0.device, generator=generator)
-    is_masked = (u < torch.as_tensor(mask_prob, device=x0.device).reshape(-1, 1)) & maskable
+    is_masked = (u < mask_prob.reshape(-1, 1)) & maskable
     return torch.where(is_masked, torch.full_like(x0, mask_id), x0), is_masked
 
 
@@ -33,7 +38,9 @@ def mask_tokens_l(x0, num_masked, mask_id: int, maskable=None, generator=None):
     """l-variant: mask exactly num_masked (B,) maskable positions per row, uniformly without replacement."""
     maskable = _maskable_or_all(x0, maskable)
     num_masked = torch.as_tensor(num_masked, device=x0.device).reshape(-1)
-    if bool((num_masked > maskable.sum(1)).any()):
+    if bool(((num_masked < 0) | (num_masked > maskable.sum(1))).any()):
+        if bool((num_masked < 0).any()):
+            raise ValueError(f"num_masked={num_masked.min().item()} is negative: counts of masked tokens must be >= 0")
         raise ValueError("num_masked exceeds the number of maskable positions in some row")
     # A uniformly random rank among the maskable positions; the lowest num_masked ranks get masked.
     scores = torch.rand(x0.shape, device=x0.device, generator=generator).masked_fill(~maskable, 2.0)
