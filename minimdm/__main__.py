@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--corpus", default=None, help="python_docs (default), tinyshakespeare, a text file, or hf:NAME[:SPLIT]")
     train.add_argument("--tokenizer", choices=("char", "bpe"), default=None)
     train.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
-    train.add_argument("--out", default="runs/mdm", help="checkpoint directory (resumes if a checkpoint is there)")
+    train.add_argument("--out", default="runs/mdm", help="checkpoint directory, saved every tenth of the run and on Ctrl-C; the same command resumes from it")
     train.add_argument("--device", default="auto")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPU)")
     train.add_argument("--download", action="store_true", help="allow downloading tinyshakespeare (checked by sha256)")
