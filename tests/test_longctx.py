@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from minimdm.longctx import (PACKING, VARIANTS, PasskeyTask, apply_rope_scaling, critical_dimension,
-                             denoiser_with_mask, document_attention_mask, packed_mdm_loss, passkey_grid,
+                             denoiser_with_mask, document_attention_mask, passkey_grid, passkey_loss,
                              predict_keys, rope_scaling, scaling_factor)
 from minimdm.longctx.evaluate import answer_outcomes
+from minimdm.mdm.loss import mdm_pretrain_loss
+from minimdm.mdm.sft import sft_loss
 from minimdm.nn import Transformer, TransformerConfig
 
 HEAD_DIM, BASE, T_TRAIN = 32, 1e4, 128
@@ -188,8 +190,24 @@ def test_packed_loss_uses_the_mask_only_for_doc_mask(task):
     losses = []
     for use in (True, False):
         torch.manual_seed(5)
-        losses.append(packed_mdm_loss(model, (batch.tokens, batch.doc_ids), model.mask_id, use))
+        losses.append(passkey_loss(model, (batch.tokens, batch.answer_mask, batch.doc_ids), model.mask_id, use))
     assert torch.isfinite(losses[0]) and not torch.equal(losses[0], losses[1])
+
+
+def test_passkey_loss_is_the_pretraining_loss_plus_the_sft_loss_on_the_answer(task):
+    model = small_model(task.vocab_size)
+    batch = task.documents(4, 40, generator=torch.Generator().manual_seed(1))
+    parts = (batch.tokens, batch.answer_mask, batch.doc_ids)
+    torch.manual_seed(3)
+    pretraining = mdm_pretrain_loss(model, batch.tokens, model.mask_id)
+    answer = sft_loss(model, batch.tokens, ~batch.answer_mask, model.mask_id)
+    torch.manual_seed(3)
+    assert torch.equal(passkey_loss(model, parts, model.mask_id), pretraining + answer)
+    torch.manual_seed(3)
+    assert torch.equal(passkey_loss(model, parts, model.mask_id, answer_loss=False), pretraining)
+    # the SFT term masks and scores the answer only: a model that is exact on the answer has a zero SFT term
+    oracle = NeedleOracle(task)
+    assert sft_loss(oracle, batch.tokens, ~batch.answer_mask, oracle.mask_id).item() == 0.0
 
 
 # --- evaluators ----------------------------------------------------------------------------------------------

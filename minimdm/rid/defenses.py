@@ -157,7 +157,8 @@ def adv_sds_loss(defender: Defender, bases: list[DiffusionModel], images: Tensor
 
 
 def train_defender(bases: list[DiffusionModel], data: TrainingDigits, epsilon: float, *, steps: int,
-                   batch_size: int = 128, lr: float = 3e-3, seed: int = 0) -> Defender:
+                   batch_size: int = 128, lr: float = 3e-3, seed: int = 0, channels: int = 8,
+                   n_blocks: int = 1) -> Defender:
     """Train once on non-identity digits against frozen bases; afterwards protection costs one forward pass."""
     if not isinstance(data, TrainingDigits):
         raise ValueError("data must be a TrainingDigits (the pipeline that proves the identity class is absent)")
@@ -167,7 +168,7 @@ def train_defender(bases: list[DiffusionModel], data: TrainingDigits, epsilon: f
     for base in bases:
         base.requires_grad_(False)
     torch.manual_seed(seed)
-    defender = Defender(epsilon).to(device)
+    defender = Defender(epsilon, channels, n_blocks).to(device)
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10 + 1), weight_decay=0.0, seed=seed,
                       device=str(device), progress=False, log_every=max(1, steps), amp=False)
     train(defender, lambda model, batch: adv_sds_loss(model, bases, batch[0]), lambda step: data.batch(batch_size), cfg)
