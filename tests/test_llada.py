@@ -264,7 +264,7 @@ def test_eos_options_of_the_sampler():
     assert order[1] == 1 and order[3] == 2  # low confidence commits the sure EOS and EoT first
     fixed = generate(den, eos_id=TableDenoiser.EOS, eot_id=TableDenoiser.EOT, confidence_eos_eot_inf=True, **common)
     order = commit_order(fixed)
-    # both EOS and EoT go last (the official code's chained assignment only demotes EoT, LLaDA issue #137) ...
+    # at temperature 0 both EOS and EoT go last (LLaDA sets both logits to -inf before the confidence softmax) ...
     assert sorted([order[1], order[3]]) == [5, 6]
     # ... but they are still sampled normally
     assert fixed.tokens[0, 1] == TableDenoiser.EOS and fixed.tokens[0, 3] == TableDenoiser.EOT

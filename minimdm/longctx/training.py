@@ -2,9 +2,9 @@
 
 The loss has two terms, each one of LLaDA's (arXiv 2502.09992):
 
-* the pretraining loss (``minimdm.mdm.loss.mdm_pretrain_loss``, LLaDA Eq. 3) on every token of the sequence: one t
+* the pretraining loss (``minimdm.mdm.loss.mdm_pretrain_loss``, LLaDA §2.2) on every token of the sequence: one t
   per sequence, each token masked with probability t, the masked cross-entropy weighted by 1/t;
-* the SFT loss (``minimdm.mdm.sft.sft_loss``, LLaDA Eq. 5) on the asked document's answer: the rest of the sequence
+* the SFT loss (``minimdm.mdm.sft.sft_loss``, LLaDA §2.3) on the asked document's answer: the rest of the sequence
   is the prompt and stays clean, only the answer's key tokens are masked and scored.
 
 The second term is the miniature's concession. A model this small, trained from scratch, does not discover
