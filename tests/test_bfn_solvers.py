@@ -125,3 +125,76 @@ def test_second_order_beats_original_sampler_at_10_nfe_2d_mixture():
     original = continuous.original_sampler(predict_x, (n, 2), 9, schedule, dtype=torch.float64)
     solver = continuous_solvers.sample(predict_x, (n, 2), 10, "bfn_solver++2", schedule, dtype=torch.float64)
     assert histogram_tv_2d(solver.x, truth) < histogram_tv_2d(original.x, truth)
+
+
+# ------------------------------------------------------------------ single-step second-order solvers, final output
+
+
+def test_single_step_solver2_orders_on_exact_denoisers():
+    """The single-step (midpoint) BFN-Solver++2 / BFN-Solver2 of the released code are second order against the RK4
+    reference (N steps of two calls each), like the multistep versions."""
+    schedule, gmm = ContinuousSchedule(math.sqrt(1e-3)), two_component_1d()
+    predict_x = gmm_denoiser(gmm, schedule)
+    mu_start = continuous.sample_flow(gmm.sample(200).clamp(-1, 1), torch.full((200,), 0.05, dtype=torch.float64), schedule)
+    reference = sde.continuous_pf_ode_reference(predict_x, mu_start, 0.05, 0.95, schedule, n_steps=400)
+    errors = []
+    for n in NS:
+        out = continuous_solvers.solve(predict_x, mu_start, time_grid(n, 0.05, 0.95, "uniform_lambda", schedule),
+                                       "bfn_solver++2_single", schedule, last_drop=False)
+        errors.append((out.state - reference).abs().mean().item())
+    assert observed_order(NS, errors) >= 1.8, errors
+
+    joint = EnumerableJoint(vocab_size=4, length=3, concentration=0.3, seed=0)
+    dschedule = DiscreteSchedule(3.0, 4)
+    predict_probs = lambda theta, t: posterior_marginals(joint, theta)  # noqa: E731
+    y_start = discrete.sample_flow_logits(joint.sample(200), torch.full((200,), 0.1, dtype=torch.float64), dschedule)
+    reference_d = sde.discrete_pf_ode_reference(predict_probs, y_start, 0.1, 0.9, dschedule, n_steps=400)
+    errors_d = []
+    for n in NS:
+        out = discrete_solvers.solve(predict_probs, y_start, uniform_time_grid(n, 0.1, 0.9), "bfn_solver2_single", dschedule, last_drop=False)
+        errors_d.append((out.state - reference_d).abs().mean().item())
+    assert observed_order(NS, errors_d) >= 1.8, errors_d
+
+
+def test_single_step_solvers_count_two_calls_per_step():
+    calls = []
+    schedule, dschedule = ContinuousSchedule(1e-3), DiscreteSchedule(3.0, 3)
+
+    def predict_x(mu, t):
+        calls.append(1)
+        return torch.zeros_like(mu)
+
+    def predict_probs(theta, t):
+        calls.append(1)
+        return torch.full_like(theta, 1 / 3)
+
+    continuous_solvers.sample(predict_x, (4, 2), 10, "bfn_solver++2_single", schedule)
+    assert len(calls) == 10
+    calls.clear()
+    discrete_solvers.sample(predict_probs, (4, 2), 10, "bfn_solver2_single", dschedule)
+    assert len(calls) == 10
+
+
+def test_mode_as_final_output():
+    """final="mode" returns the most probable class / bin of the last prediction (the released code's output);
+    "sample" draws from it. Same RNG seed -> same trajectory, only the final read-out differs."""
+    joint = EnumerableJoint(vocab_size=3, length=4, concentration=0.2, seed=0)
+    schedule = DiscreteSchedule(4.0, 3)
+    predict_probs = lambda theta, t: posterior_marginals(joint, theta)  # noqa: E731
+    for run in (lambda final: discrete.original_sampler(predict_probs, (64, 4), 9, schedule, dtype=torch.float64, final=final),
+                lambda final: discrete_solvers.sample(predict_probs, (64, 4), 10, "bfn_solver2", schedule, dtype=torch.float64, final=final)):
+        torch.manual_seed(0)
+        mode = run("mode")
+        torch.manual_seed(0)
+        drawn = run("sample")
+        assert torch.equal(mode.x, mode.final_probs.argmax(-1))
+        assert torch.allclose(mode.final_probs, drawn.final_probs)
+    from minimdm.bfn import discretised
+
+    bins = discretised.Bins(5)
+    probs = torch.softmax(torch.randn(1, 3, 5, dtype=torch.float64) * 3, -1)
+    predict_bins = lambda mu, t: probs.expand(mu.shape[0], -1, -1)  # noqa: E731
+    out = discretised.original_sampler(predict_bins, (8, 3), 4, ContinuousSchedule(0.05), bins, final="mode", dtype=torch.float64)
+    assert torch.equal(out.x, bins.centres(torch.float64)[probs.argmax(-1)].expand(8, 3))
+    with pytest.raises(ValueError, match="final"):
+        discrete_solvers.sample(predict_probs, (4, 4), 10, "bfn_solver2", schedule, final="argmax")

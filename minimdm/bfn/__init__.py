@@ -9,8 +9,9 @@ One idea per module:
 * ``kl``          -- Monte-Carlo KL(Gaussian sender || mixture receiver) for the discrete-time losses
 * ``sde``         -- forward SDEs, reverse SDEs and probability-flow ODEs; DSM weights; RK4 reference
 * ``grids``       -- uniform-t and uniform-lambda time grids starting at eta
-* ``continuous_solvers`` -- BFN-Solver++1/++2, SDE-BFN-Solver++1/++2
-* ``discrete_solvers``   -- BFN-Solver1/2, SDE-BFN-Solver1/2
+* ``continuous_solvers`` -- BFN-Solver++1/++2 (multistep and single-step), SDE-BFN-Solver++1/++2
+* ``discrete_solvers``   -- BFN-Solver1/2 (multistep and single-step), SDE-BFN-Solver1/2
+* ``probes``      -- a D-dimensional Gaussian mixture with its exact denoiser and exact moments
 * ``nets``        -- small networks: an MLP for 2-D data, a conv net for 8x8 digits
 * ``metrics``     -- histogram TV, energy distance, Frechet distance in digit-classifier features
 * ``datasets``    -- the 2-D mixture and the 8x8 digits, scaled to [-1, 1], in bins, or binarised

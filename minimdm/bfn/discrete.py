@@ -151,14 +151,18 @@ def original_sampler(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     keep_history: bool = False,
+    final: str = "sample",
 ) -> BFNSamples:
     """The BFN sampler for discrete data: theta = 1/K; for i = 1..n draw k ~ p_O(. | theta; (i-1)/n),
-    send y ~ p_S(. | k; alpha_i), update theta; finally draw x ~ p_O(. | theta; 1). NFE = n + 1.
+    send y ~ p_S(. | k; alpha_i), update theta; finally draw x ~ p_O(. | theta; 1) (``final="sample"``) or take
+    its most probable class (``final="mode"``, what the released BFN code returns). NFE = n + 1.
 
     shape = (B, L). Returns x (B, L) class indices; ``final_probs`` on the result holds p_O(. | theta; 1).
     """
     if n_steps < 1:
         raise ValueError(f"n_steps={n_steps}: the BFN sampler needs n_steps >= 1 (NFE = n_steps + 1 >= 2)")
+    if final not in ("sample", "mode"):
+        raise ValueError(f"final={final!r}: allowed values are ('sample', 'mode')")
     batch, length = shape
     num_classes = schedule.num_classes
     theta = torch.full((batch, length, num_classes), 1.0 / num_classes, dtype=dtype, device=device)
@@ -175,6 +179,6 @@ def original_sampler(
         out.times.append(1.0)
         out.history.append(theta)
     final_probs = predict_probs(theta, torch.ones(batch, dtype=dtype, device=device))
-    out.x = torch.distributions.Categorical(probs=final_probs).sample()
+    out.x = final_probs.argmax(-1) if final == "mode" else torch.distributions.Categorical(probs=final_probs).sample()
     out.final_probs, out.state = final_probs, theta
     return out

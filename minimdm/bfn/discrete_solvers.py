@@ -1,5 +1,6 @@
 """Fast samplers for discrete-data BFNs: SDE-BFN-Solver1/2 and BFN-Solver1/2 (Xue et al. 2024, arXiv 2404.15766,
-Algorithms 4-7, Thm 5.1 and Prop. 5.3). They integrate the reverse SDE / PF-ODE of the latent logits y (theta = softmax(y)) in BFN time.
+Algorithms 4-7, Thm 5.1 and Prop. 5.3), plus the single-step (midpoint) BFN-Solver2 of the released BFN-Solver code
+(``ode_bfnsolver2_single_step``: two network calls per step). They integrate the reverse SDE / PF-ODE of the latent logits y (theta = softmax(y)) in BFN time.
 
 With beta(t) = beta_1 t^2 the PF-ODE reads d(y/t)/dt = beta_1 (K e_hat - 1): its nonlinear part has a constant
 weight in t, so the solvers step in t directly (no lambda change of variables). e_hat is the predicted class
@@ -16,7 +17,8 @@ from minimdm.bfn.continuous import BFNSamples
 from minimdm.bfn.discrete import DiscreteSchedule, ProbabilityPredictor
 from minimdm.bfn.grids import uniform_time_grid
 
-DISCRETE_SOLVERS = ("bfn_solver1", "bfn_solver2", "sde_bfn_solver1", "sde_bfn_solver2")
+DISCRETE_SOLVERS = ("bfn_solver1", "bfn_solver2", "bfn_solver2_single", "sde_bfn_solver1", "sde_bfn_solver2")
+FINAL_OUTPUTS = ("sample", "mode")
 
 
 def _drift_direction(e_hat: Tensor) -> Tensor:
@@ -37,6 +39,28 @@ def solver2_step(
     slope = (e_hat - e_hat_prev) / (t - t_prev)
     correction = schedule.beta_1 * t_next * schedule.num_classes * slope * (t_next - t) ** 2 / 2
     return solver1_step(y, t, t_next, e_hat, schedule) + correction
+
+
+def solver2_single_step(
+    y: Tensor, t: float, t_next: float, e_hat: Tensor, predict_probs: ProbabilityPredictor, schedule: DiscreteSchedule
+) -> tuple[Tensor, Tensor]:
+    """Single-step BFN-Solver2 (the released code's ``ode_bfnsolver2_single_step``): a BFN-Solver1 step to the
+    midpoint u = (t + t')/2, a second network call there, and the BFN-Solver2 update with the forward difference
+    D_1 = (e_hat_u - e_hat) / (u - t). Returns (y', e_hat_u); two network calls per step, no history needed."""
+    t_mid = 0.5 * (t + t_next)
+    y_mid = solver1_step(y, t, t_mid, e_hat, schedule)
+    e_hat_mid = predict_probs(torch.softmax(y_mid, -1), torch.full((y.shape[0],), t_mid, dtype=y.dtype, device=y.device))
+    slope = (e_hat_mid - e_hat) / (t_mid - t)
+    correction = schedule.beta_1 * t_next * schedule.num_classes * slope * (t_next - t) ** 2 / 2
+    return solver1_step(y, t, t_next, e_hat, schedule) + correction, e_hat_mid
+
+
+def final_draw(probs: Tensor, final: str) -> Tensor:
+    """The final output from the last predicted class probabilities (B, L, K): a draw ("sample") or the most probable
+    class ("mode", what the released BFN and BFN-Solver code return)."""
+    if final not in FINAL_OUTPUTS:
+        raise ValueError(f"final={final!r}: allowed values are {FINAL_OUTPUTS}")
+    return probs.argmax(-1) if final == "mode" else torch.distributions.Categorical(probs=probs).sample()
 
 
 def sde_solver1_step(y: Tensor, t: float, t_next: float, e_hat: Tensor, noise: Tensor, schedule: DiscreteSchedule) -> Tensor:
@@ -83,15 +107,22 @@ def solve(
     *,
     last_drop: bool = True,
     keep_history: bool = False,
+    final: str = "sample",
 ) -> BFNSamples:
-    """Run ``method`` (one of DISCRETE_SOLVERS) from logits y (B, L, K) at grid[0]. One network call per step.
+    """Run ``method`` (one of DISCRETE_SOLVERS) from logits y (B, L, K) at grid[0]. One network call per step
+    (two for "bfn_solver2_single").
 
-    With ``last_drop`` the last step returns e_hat at t_{N-1} as ``final_probs`` (NFE = N) and ``x`` is a
-    factorised draw from it; without it ``state`` is y at grid[-1] and ``final_probs`` = softmax(y).
+    With ``last_drop`` the last step returns e_hat at t_{N-1} as ``final_probs`` (NFE = N; the single-step method
+    returns its midpoint e_hat, NFE = 2N, as the released code does) and ``x`` is a factorised draw from it
+    (``final="sample"``) or its most probable class (``final="mode"``); without it ``state`` is y at grid[-1] and
+    ``final_probs`` = softmax(y).
     """
     if method not in DISCRETE_SOLVERS:
         raise ValueError(f"method={method!r}: allowed values are {DISCRETE_SOLVERS}")
+    if final not in FINAL_OUTPUTS:
+        raise ValueError(f"final={final!r}: allowed values are {FINAL_OUTPUTS}")
     stochastic, second_order = method.startswith("sde_"), method.endswith("2")
+    single_step = method == "bfn_solver2_single"
     out = BFNSamples(x=y)
     t_prev, e_hat_prev = None, None
     n_steps = len(grid) - 1
@@ -102,9 +133,17 @@ def solve(
             out.history.append(torch.softmax(y, -1))
         # The network sees theta = softmax(y), never y itself.
         e_hat = predict_probs(torch.softmax(y, -1), torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device))
+        if single_step:
+            y_next, e_hat_mid = solver2_single_step(y, t, t_next, e_hat, predict_probs, schedule)
+            if last_drop and k == n_steps - 1:
+                out.final_probs, out.state = e_hat_mid, y
+                out.x = final_draw(e_hat_mid, final)
+                return out
+            y = y_next
+            continue
         if last_drop and k == n_steps - 1:
             out.final_probs, out.state = e_hat, y
-            out.x = torch.distributions.Categorical(probs=e_hat).sample()
+            out.x = final_draw(e_hat, final)
             return out
         multistep = second_order and e_hat_prev is not None
         if stochastic and multistep:
@@ -120,7 +159,7 @@ def solve(
         out.times.append(grid[-1])
         out.history.append(torch.softmax(y, -1))
     out.state, out.final_probs = y, torch.softmax(y, -1)
-    out.x = torch.distributions.Categorical(probs=out.final_probs).sample()
+    out.x = final_draw(out.final_probs, final)
     return out
 
 
@@ -135,12 +174,15 @@ def sample(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     keep_history: bool = False,
+    final: str = "sample",
 ) -> BFNSamples:
     """Draw (B, L) samples with ``nfe`` network calls: N = nfe uniform steps on [eta, 1] with last_drop (the
-    released BFN-Solver code's defaults: eta = 0.001, zero-mean initial logits)."""
+    released BFN-Solver code's defaults: eta = 0.001, zero-mean initial logits). The single-step method takes
+    N = nfe // 2 steps of two calls each (an odd budget leaves one call unused). ``final``: see :func:`solve`."""
     if not (isinstance(nfe, int) and nfe >= 2):
         raise ValueError(f"nfe={nfe!r}: the solvers need an integer NFE >= 2 (one step plus the final e_hat)")
     if not 0.0 < eta < 1.0:
         raise ValueError(f"eta={eta!r}: the start time must lie in (0, 1), e.g. 0.001")
+    n_steps = nfe // 2 if method == "bfn_solver2_single" else nfe
     y = initial_logits(shape, eta, schedule, dtype=dtype, device=device)
-    return solve(predict_probs, y, uniform_time_grid(nfe, eta, 1.0), method, schedule, keep_history=keep_history)
+    return solve(predict_probs, y, uniform_time_grid(n_steps, eta, 1.0), method, schedule, keep_history=keep_history, final=final)

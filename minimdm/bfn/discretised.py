@@ -157,14 +157,36 @@ def bin_sampler(predict_bins: BinPredictor, bins: Bins) -> Callable[[Tensor, Ten
     return sample_output
 
 
+def bin_mode(predict_bins: BinPredictor, bins: Bins) -> Callable[[Tensor, Tensor], Tensor]:
+    """The most probable bin's centre under p_O(. | theta; t), shaped like mu."""
+
+    def mode_output(mu: Tensor, t: Tensor) -> Tensor:
+        return bins.centres(mu.dtype, mu.device)[predict_bins(mu, t).argmax(-1)].view_as(mu)
+
+    return mode_output
+
+
 def original_sampler(
     predict_bins: BinPredictor,
     shape: tuple[int, ...],
     n_steps: int,
     schedule: ContinuousSchedule,
     bins: Bins,
+    *,
+    final: str = "sample",
     **kwargs,
 ) -> BFNSamples:
     """The BFN sampler for discretised data: as for continuous data, but each step's output sample is a bin
-    centre drawn from p_O, and so is the final sample. NFE = n_steps + 1."""
-    return continuous.original_sampler(bin_sampler(predict_bins, bins), shape, n_steps, schedule, **kwargs)
+    centre drawn from p_O; the final output is such a draw (``final="sample"``) or the most probable bin
+    (``final="mode"``, what the released BFN code returns). NFE = n_steps + 1."""
+    if final not in ("sample", "mode"):
+        raise ValueError(f"final={final!r}: allowed values are ('sample', 'mode')")
+    draw = bin_sampler(predict_bins, bins)
+    if final == "sample":
+        return continuous.original_sampler(draw, shape, n_steps, schedule, **kwargs)
+    mode = bin_mode(predict_bins, bins)
+
+    def sample_output(mu: Tensor, t: Tensor) -> Tensor:  # the last call (t = 1) returns the mode
+        return mode(mu, t) if bool((t >= 1.0).all()) else draw(mu, t)
+
+    return continuous.original_sampler(sample_output, shape, n_steps, schedule, **kwargs)

@@ -48,6 +48,16 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(cross).sum())
 
 
+def frechet_distance_to_gaussian(features: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    """||m_a - m||^2 + tr(C_a + C - 2 (C^1/2 C_a C^1/2)^1/2) between the Gaussian fit of ``features`` and a known
+    Gaussian N(mean, cov) (e.g. the exact moments of a mixture)."""
+    mean_a, cov_a = features.mean(0), np.cov(features, rowvar=False)
+    eigval, eigvec = np.linalg.eigh(cov)
+    sqrt_c = (eigvec * np.sqrt(eigval.clip(min=0))) @ eigvec.T
+    cross = np.linalg.eigvalsh(sqrt_c @ cov_a @ sqrt_c).clip(min=0)
+    return float(((mean_a - mean) ** 2).sum() + np.trace(cov_a) + np.trace(cov) - 2 * np.sqrt(cross).sum())
+
+
 class DigitFeatures:
     """A small MLP classifier (scikit-learn) fit on real digits; its hidden ReLU layer is the feature space.
 
