@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from minimdm.energy import (BetaCDFSchedule, BetaWeight, MaskedStates, beta_grid_search, best_on_grid,
-                            bernoulli_generate, energies, exact_output_law, minimise_one_token_energy,
-                            one_token_energy, optimal_alpha, paper_toy_target, total_variation, unmask_probabilities)
+from minimdm.energy import (SAMPLERS, BetaCDFSchedule, BetaWeight, MaskedStates, alpha_in_paper_time, beta_grid_search,
+                            best_on_grid, bernoulli_generate, complete_prompts, diverges, endpoint_exponents, energies,
+                            exact_output_law, minimise_one_token_energy, one_token_energy, one_token_energy_density,
+                            optimal_alpha, paper_toy_target, time_quadrature, total_variation, unmask_probabilities)
 from minimdm.mdm.sampler import generate
 from minimdm.mdm.schedules import LinearSchedule
 from minimdm.toys import EnumerableJoint
@@ -143,3 +144,54 @@ def test_grid_search_finds_the_minimum():
     assert table.shape == (10, 10)
     a, b, value = best_on_grid(table)
     assert (a, b) == (0.7, 0.2) and value == pytest.approx(0.0, abs=1e-12)
+
+
+# --- divergence: a known-divergent energy reads inf at every node count, a known-convergent one its closed form ---
+
+def _beta_function(a, b):
+    return math.exp(math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+
+
+@pytest.mark.parametrize("schedule, weight, exponents", [
+    # alpha = tau under gamma = tau: density 1/(tau (1 - tau)), a log divergence at both ends (power exactly -1)
+    (LinearSchedule(), BetaWeight(1, 1), (-1.0, -1.0)),
+    # alpha = tau under Beta(2, 3): density ~ tau^-2 at 0, ~ (1 - tau)^-3 at 1 (power divergences)
+    (LinearSchedule(), BetaWeight(2, 3), (-2.0, -3.0)),
+    # Beta(1, 0.2) schedule: 1 - alpha ~ (1 - tau)^0.4 against gamma' ~ (1 - tau)^-0.5, power 0.4 - 1 - 0.5 = -1.1 at 1
+    (BetaCDFSchedule(1, 0.2), BetaWeight(0.5, 0.5), (0.5, -1.1)),
+])
+def test_a_divergent_energy_is_infinite_at_every_node_count(schedule, weight, exponents):
+    for num_nodes in (101, 401, 801):
+        assert one_token_energy(schedule, weight, num_nodes) == math.inf
+    found = endpoint_exponents(lambda at: one_token_energy_density(
+        *alpha_in_paper_time(schedule, at), weight.gamma_rate(at.tau, one_minus_tau=at.t)))
+    assert found == pytest.approx(exponents, abs=1e-3)
+    e = energies(schedule, weight, EnumerableJoint(2, 3, seed=1), num_nodes=101)
+    assert all(e[k] == math.inf for k in ("kinetic", "conditional_kinetic", "geodesic", "one_token"))
+
+
+def test_a_convergent_energy_matches_its_closed_form():
+    # alpha = tau under gamma = Beta(0.9, 0.3): E = B(0.9, 0.3) ∫ tau^-0.9 (1 - tau)^-0.3 dtau = B(0.9, 0.3) B(0.1, 0.7),
+    # a slowly convergent integrand (power -0.9 at 0) whose tail beyond the last node is not negligible
+    exact = _beta_function(0.9, 0.3) * _beta_function(0.1, 0.7)
+    for num_nodes in (101, 401, 801):
+        assert one_token_energy(LinearSchedule(), BetaWeight(0.9, 0.3), num_nodes) == pytest.approx(exact, rel=5e-3)
+    assert not diverges((-0.9, -0.3)) and diverges((-1.0, 2.0)) and diverges((0.5, -1.5))
+    # the same integrand with the tail left out (the truncated quadrature alone) falls short by several per cent
+    nodes = time_quadrature(401)
+    truncated = float((nodes.weights * one_token_energy_density(
+        *alpha_in_paper_time(LinearSchedule(), nodes), BetaWeight(0.9, 0.3).gamma_rate(nodes.tau, one_minus_tau=nodes.t))).sum())
+    assert truncated < 0.97 * exact
+
+
+def test_every_sampler_completes_prompts_and_an_unknown_one_is_refused():
+    chain_vocab, prompts = 8, torch.zeros(4, 2, dtype=torch.long)
+    from minimdm.toys import MarkovChain
+    source = MarkovChain(chain_vocab, concentration=0.3, seed=0)
+    for sampler in SAMPLERS:
+        out = complete_prompts(source.oracle_denoiser(chain_vocab), prompts, BetaCDFSchedule(0.9, 0.3), gen_length=6,
+                               steps=3, mask_id=chain_vocab, sampler=sampler, seed=0)
+        assert out.shape == (4, 8) and bool((out < chain_vocab).all())
+    with pytest.raises(ValueError, match="allowed values"):
+        complete_prompts(source.oracle_denoiser(chain_vocab), prompts, LinearSchedule(), gen_length=6, steps=3,
+                         mask_id=chain_vocab, sampler="paper")

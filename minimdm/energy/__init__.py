@@ -24,10 +24,11 @@ minimiser), ``sampling`` (the Bernoulli sampler, prompt completion and its score
 """
 from minimdm.energy.schedules import (BetaCDFSchedule, BetaWeight, check_beta_parameters, optimal_alpha, paper_time,
                                       weight_of_alpha)
-from minimdm.energy.sampling import (SAMPLERS, bernoulli_generate, complete_prompts, completion_excess_nll, time_grid,
+from minimdm.energy.sampling import (SAMPLER_NAMES, SAMPLERS, bernoulli_generate, complete_prompts, completion_excess_nll, time_grid,
                                      unmask_probabilities)
 from minimdm.energy.toy import (MaskedStates, exact_output_law, paper_toy_target, total_variation)
 from minimdm.energy.energies import (TimeNodes, alpha_in_paper_time, conditional_kinetic_energy_density, energies,
                                      geodesic_energy_density, kinetic_energy_density, minimise_one_token_energy,
-                                     one_token_energy, one_token_energy_density, time_quadrature)
+                                     one_token_energy, one_token_energy_density, time_quadrature,
+                                     diverges, endpoint_exponents, integrate)
 from minimdm.energy.search import BETA_GRID, beta_grid_search, best_on_grid

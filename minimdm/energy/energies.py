@@ -36,6 +36,62 @@ def time_quadrature(num_nodes: int = 801, half_width: float = 3.0) -> TimeNodes:
     return TimeNodes(tau, t, (x[1] - x[0]) * math.pi * torch.cosh(x) * tau * t)  # weights = dx * dtau/dx
 
 
+# --- divergence: the integrand's power law at each end of (0, 1) ----------------------------------------------
+
+ENDPOINT_PROBES = (1e-7, 1e-11)  # distances to an end at which the local power law is read (both above gamma_rate's 1e-15 floor)
+DIVERGENCE_TOLERANCE = 1e-3  # an exponent within this of -1 counts as divergent (log divergence reads exactly -1)
+
+
+def endpoint_nodes(distances=ENDPOINT_PROBES) -> tuple[TimeNodes, TimeNodes]:
+    """Points at the given distances from tau = 0 and from tau = 1 (no weights: they only probe the integrand)."""
+    d = torch.tensor(distances, dtype=torch.float64)
+    return TimeNodes(d, 1 - d, torch.zeros_like(d)), TimeNodes(1 - d, d, torch.zeros_like(d))
+
+
+def endpoint_exponents(density, distances=ENDPOINT_PROBES) -> tuple[float, float]:
+    """The local power s of an integrand f ~ C d^s at each end of (0, 1), d the distance to that end.
+
+    ``density`` maps TimeNodes to f at them. s is the slope of log f against log d between the two probe distances.
+    ∫ f converges at that end iff s > -1 (a power below -1 or exactly -1, the log case, diverges). An integrand
+    that vanishes at an end reads +inf. Returns (s at tau -> 0, s at tau -> 1).
+    """
+    exponents = []
+    for nodes in endpoint_nodes(distances):
+        f = density(nodes).double()
+        d = nodes.tau if float(nodes.tau[0]) < 0.5 else nodes.t
+        if not bool(torch.isfinite(f).all()):  # infinite at a probe: not integrable there
+            exponents.append(-math.inf)
+            continue
+        if bool((f <= 0).any()):  # the integrand vanishes near the end: nothing to diverge
+            exponents.append(math.inf)
+            continue
+        exponents.append(float((f[1].log() - f[0].log()) / (d[1].log() - d[0].log())))
+    return exponents[0], exponents[1]
+
+
+def diverges(exponents: tuple[float, float], tolerance: float = DIVERGENCE_TOLERANCE) -> bool:
+    """True if an integrand with these endpoint powers has an infinite integral over (0, 1)."""
+    return any(s <= -1 + tolerance for s in exponents)
+
+
+def integrate(density, nodes: TimeNodes) -> float:
+    """∫_0^1 f(tau) dtau on the tanh-sinh nodes, or inf when the endpoint analysis finds a non-integrable end.
+
+    The nodes stop at 2e-14 from each end; the part beyond them is added from the fitted power law,
+    ∫_0^e C d^s dd = e f(e) / (s + 1), so integrands with an end power just above -1 (slowly convergent) are not cut short.
+    """
+    exponents = endpoint_exponents(density)
+    if diverges(exponents):
+        return math.inf
+    f = density(nodes)
+    total = float((nodes.weights * f).sum())
+    for end, s in ((0, exponents[0]), (-1, exponents[1])):
+        distance = float(nodes.tau[0]) if end == 0 else float(nodes.t[-1])
+        if math.isfinite(s) and s > -1:
+            total += distance * float(f[end]) / (s + 1)
+    return total
+
+
 def alpha_in_paper_time(schedule: Schedule, nodes: TimeNodes):
     """(alpha, 1 - alpha, d alpha / d tau) of a course-time schedule at the nodes: the same alpha on the reversed clock."""
     return schedule.alpha(nodes.t), schedule.mask_prob(nodes.t), -schedule.alpha_prime(nodes.t)
@@ -47,12 +103,14 @@ def one_token_energy_density(alpha, mask_prob, alpha_rate, gamma_rate):
     return alpha_rate**2 / (gamma_rate * alpha * mask_prob)
 
 
-def one_token_energy(schedule: Schedule, weight: BetaWeight, num_nodes: int = 801) -> float:
-    """E(alpha, gamma) = ∫_0^1 alpha'^2 / (gamma' alpha (1 - alpha)) dtau; equals pi^2 iff alpha = sin^2(pi/2 gamma)."""
-    nodes = time_quadrature(num_nodes)
-    gamma_rate = weight.gamma_rate(nodes.tau, one_minus_tau=nodes.t)
-    density = one_token_energy_density(*alpha_in_paper_time(schedule, nodes), gamma_rate)
-    return float((nodes.weights * density).sum())
+def one_token_energy(schedule: Schedule, weight: BetaWeight, num_nodes: int = 401) -> float:
+    """E(alpha, gamma) = ∫_0^1 alpha'^2 / (gamma' alpha (1 - alpha)) dtau; equals pi^2 iff alpha = sin^2(pi/2 gamma).
+
+    inf when the integrand is not integrable at an end (``endpoint_exponents``): e.g. the linear schedule under
+    gamma = tau, whose density 1/(tau (1 - tau)) diverges logarithmically at both ends."""
+    return integrate(lambda nodes: one_token_energy_density(
+        *alpha_in_paper_time(schedule, nodes), weight.gamma_rate(nodes.tau, one_minus_tau=nodes.t)),
+        time_quadrature(num_nodes))
 
 
 def kinetic_energy_density(states: MaskedStates, alpha, mask_prob, alpha_rate) -> torch.Tensor:
@@ -99,7 +157,7 @@ def geodesic_energy_density(states: MaskedStates, alpha, mask_prob, alpha_rate) 
 
 def energies(schedule: Schedule, weight: BetaWeight, joint: EnumerableJoint, num_nodes: int = 401) -> dict:
     """The kinetic, conditional kinetic and geodesic energies of `schedule` for the data law `joint`, each
-    E = ∫_0^1 density_tau / gamma'_tau dtau, plus the one-token energy and the constants Thm 3.1/3.2 predict:
+    E = ∫_0^1 density_tau / gamma'_tau dtau (inf where the integrand is not integrable at an end), plus the one-token energy and the constants Thm 3.1/3.2 predict:
 
         E_k = C_k * E_1,  E_c = n 2^(n-1) * E_1,  E_g = n * E_1,  C_1 = E_k/E_c = C_k/(n 2^(n-1)),  C_2 = E_c/E_g = 2^(n-1)
 
@@ -107,14 +165,18 @@ def energies(schedule: Schedule, weight: BetaWeight, joint: EnumerableJoint, num
     """
     states = MaskedStates(joint)
     nodes = time_quadrature(num_nodes)
-    path = alpha_in_paper_time(schedule, nodes)  # alpha, 1 - alpha, alpha'
-    per_time = nodes.weights / weight.gamma_rate(nodes.tau, one_minus_tau=nodes.t)  # dtau / gamma'
     n = joint.length
+
+    def weighted(density_fn):  # tau -> density_tau / gamma'_tau, the integrand of each energy
+        return lambda at: density_fn(*alpha_in_paper_time(schedule, at)) / weight.gamma_rate(at.tau, one_minus_tau=at.t)
+
+    one_token = weighted(lambda *path: one_token_energy_density(*path, 1.0))
     result = {
-        "kinetic": float((per_time * kinetic_energy_density(states, *path)).sum()),
-        "conditional_kinetic": float((per_time * conditional_kinetic_energy_density(states, *path)).sum()),
-        "geodesic": float((per_time * geodesic_energy_density(states, *path)).sum()),
-        "one_token": float((per_time * one_token_energy_density(*path, 1.0)).sum()),
+        "kinetic": integrate(weighted(lambda *path: kinetic_energy_density(states, *path)), nodes),
+        "conditional_kinetic": integrate(weighted(lambda *path: conditional_kinetic_energy_density(states, *path)), nodes),
+        "geodesic": integrate(weighted(lambda *path: geodesic_energy_density(states, *path)), nodes),
+        "one_token": integrate(one_token, nodes),
+        "endpoint_exponents": endpoint_exponents(one_token),  # (tau -> 0, tau -> 1); <= -1 means divergent
     }
     reachable = states.visible_mass > 0
     result["C_k"] = int(states.num_masked[reachable].sum())

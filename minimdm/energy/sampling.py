@@ -28,7 +28,8 @@ def unmask_probabilities(schedule: Schedule, steps: int) -> torch.Tensor:
 def bernoulli_generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, steps: int, mask_id: int,
                        schedule: Schedule, temperature: float = 1.0, batch_size: int = 1, generator=None,
                        record_history: bool = True) -> SampleResult:
-    """The paper's sampler (Sec. C.1): at each step every still-masked token is revealed independently with
+    """The per-token Bernoulli sampler (the paper's continuous-time reverse process on the grid tau_k = k/N, Sec. C.1):
+    at each step every still-masked token is revealed independently with
     probability r_j = (alpha_s - alpha_t)/(1 - alpha_t), its value drawn from p_theta(x^i | x_t). The number revealed
     per step is random (its mean follows the schedule); ``minimdm.mdm.sampler.generate`` fixes it instead (LLaDA).
 
@@ -60,23 +61,36 @@ def bernoulli_generate(denoiser, prompt: torch.Tensor | None = None, *, gen_leng
     return result
 
 
-SAMPLERS = ("bernoulli", "fixed_counts")
+SAMPLERS = ("bernoulli", "fixed_counts", "low_confidence")
+# what each sampler is, in words (for tables and legends)
+SAMPLER_NAMES = {
+    "bernoulli": "per-token Bernoulli reveals",
+    "fixed_counts": "LLaDA sampler, random remasking",
+    "low_confidence": "LLaDA sampler, low-confidence remasking",
+}
 
 
 def complete_prompts(denoiser, prompts: torch.Tensor, schedule: Schedule, *, gen_length: int, steps: int,
-                     mask_id: int, sampler: str = "bernoulli", seed: int = 0) -> torch.Tensor:
-    """Fill gen_length tokens after each prompt (B, P) at temperature 1 with one of the two samplers -> (B, P + G).
+                     mask_id: int, sampler: str = "bernoulli", seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+    """Fill gen_length tokens after each prompt (B, P) with one of three samplers -> (B, P + G).
 
-    'bernoulli' is the paper's sampler; 'fixed_counts' is the course's LLaDA ``generate`` with random remasking
-    (counts per step from the schedule's expected count)."""
+    * 'bernoulli': every still-masked token is revealed independently with probability r_j (``bernoulli_generate``);
+      the number revealed per step is random, only its mean follows the schedule;
+    * 'fixed_counts': the course's LLaDA ``generate`` with random remasking; the schedule sets how many tokens are
+      committed at each step (m alpha at the grid, rounded, differenced: the counts sum to m), the positions are random;
+    * 'low_confidence': the same counts in LLaDA's ``generate`` with low-confidence remasking, which commits the
+      proposals the model is most sure of. Changing only the counts per step of this sampler is what the paper's
+      LLaDA experiments do (arXiv 2509.13866, App. E.1).
+
+    ``temperature`` is the sampling temperature of the proposals (1: sample from the model)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}: allowed values are {SAMPLERS}")
     generator = torch.Generator(prompts.device).manual_seed(seed)
-    kwargs = dict(gen_length=gen_length, steps=steps, mask_id=mask_id, schedule=schedule, temperature=1.0,
+    kwargs = dict(gen_length=gen_length, steps=steps, mask_id=mask_id, schedule=schedule, temperature=temperature,
                   generator=generator, record_history=False)
     if sampler == "bernoulli":
         return bernoulli_generate(denoiser, prompts, **kwargs).tokens
-    return generate(denoiser, prompts, remasking="random", **kwargs).tokens
+    return generate(denoiser, prompts, remasking="random" if sampler == "fixed_counts" else "low_confidence", **kwargs).tokens
 
 
 def completion_excess_nll(source, tokens: torch.Tensor, prompt_length: int):
