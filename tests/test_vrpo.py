@@ -11,13 +11,14 @@ from minimdm.mdm.elbo import exact_elbo
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.toys import MarkovChain
 from minimdm.train import TrainConfig
-from minimdm.vrpo import (ELBOSampling, LogitOffsetPolicy, build_preference_data, dpo_e_loss, draw_masks,
+from minimdm.vrpo import (T_FLOOR, ELBOSampling, LogitOffsetPolicy, build_preference_data, dpo_e_loss, draw_masks,
                           elbo_from_draws, estimator_family, exact_answer_elbo, exact_dpo_e, flat_gradient,
-                          frozen_copy, split_held_out, train_dpo_e)
+                          frozen_copy, preference_diagnostics, single_draw_variance, split_held_out, train_dpo_e)
+from minimdm.vrpo import estimators as estimators_module
 
 V, PROMPT, ANSWER = 6, 3, 5  # vocabulary, prompt and answer lengths of the toy pairs
-DESIGNS = [ELBOSampling(1, 1, False), ELBOSampling(1, 4, False), ELBOSampling(4, 1, False),
-           ELBOSampling(2, 2, False, "l"), ELBOSampling(4, 1, False, "t", stratified=True),
+DESIGNS = [ELBOSampling(1, 1, False, "t"), ELBOSampling(1, 4, False, "t"), ELBOSampling(4, 1, False, "t"),
+           ELBOSampling(1, 1, False), ELBOSampling(4, 1, False), ELBOSampling(2, 2, False, "l"), ELBOSampling(4, 1, False, "t", stratified=True),
            ELBOSampling(4, 1, False, "l", stratified=True)]
 
 
@@ -90,8 +91,8 @@ def test_policy_and_reference_share_draws_chosen_and_rejected_do_not(pairs):
 def test_allocation_shares_a_timestep_among_the_masks_drawn_at_it(pairs):
     chosen, _, answer_mask = pairs
     mask = answer_mask.expand_as(chosen)
-    one_timestep = draw_masks(chosen, mask, V, ELBOSampling(1, 8, False), torch.Generator().manual_seed(0))
-    many_timesteps = draw_masks(chosen, mask, V, ELBOSampling(8, 1, False), torch.Generator().manual_seed(0))
+    one_timestep = draw_masks(chosen, mask, V, ELBOSampling(1, 8, False, "t"), torch.Generator().manual_seed(0))
+    many_timesteps = draw_masks(chosen, mask, V, ELBOSampling(8, 1, False, "t"), torch.Generator().manual_seed(0))
     # coefficient of a copy = 1/(t n): equal within a row when its 8 masks share one t, distinct with 8 timesteps
     assert (one_timestep.coefficients == one_timestep.coefficients[:, :1]).all()
     assert many_timesteps.coefficients[0].unique().numel() == 8
@@ -236,3 +237,69 @@ def test_training_moves_the_policy_and_leaves_the_reference(pairs):
     assert result.history[-1]["loss"] < math.log(2)
     assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+
+# --- the default estimator and the exact variance of one draw ------------------------------------------------
+
+def test_the_default_estimator_is_the_l_form():
+    assert ELBOSampling().estimator == "l"
+    assert all(s.estimator == "l" for s in estimator_family(8).values())
+
+
+@pytest.mark.parametrize("estimator, floor", [("l", T_FLOOR), ("t", 0.05)])
+def test_single_draw_variance_matches_monte_carlo(pairs, estimator, floor, monkeypatch):
+    chosen, _, answer_mask = pairs
+    denoiser = tiny_policy().eval()
+    monkeypatch.setattr(estimators_module, "T_FLOOR", floor)  # the floor the sampler clamps t at
+    exact = single_draw_variance(denoiser, chosen[0], answer_mask, V, estimator, floor)
+    rows = chosen[:1].expand(20000, -1)
+    with torch.no_grad():
+        draws = draw_masks(rows, answer_mask.expand_as(rows), V, ELBOSampling(1, 1, False, estimator),
+                           torch.Generator().manual_seed(0))
+        estimates = elbo_from_draws(denoiser, rows, draws)
+    assert estimates.var().item() == pytest.approx(exact, rel=0.1)
+
+
+def test_the_t_forms_variance_grows_like_log_one_over_the_floor(pairs):
+    chosen, _, answer_mask = pairs
+    denoiser = tiny_policy().eval()
+    variances = [single_draw_variance(denoiser, chosen[0], answer_mask, V, "t", c) for c in (1e-4, 1e-8, 1e-16)]
+    # each factor 1e-4 in the floor adds the same amount (the k = 1 term ~ sum_i v_i^2 ln(1/c)): linear in ln(1/c)
+    assert variances[2] - variances[1] == pytest.approx(2 * (variances[1] - variances[0]), rel=1e-6)
+    assert variances[0] > single_draw_variance(denoiser, chosen[0], answer_mask, V, "l")
+
+
+# --- diagnostics: implicit-reward accuracy and ELBO drift on a hand-made case ---------------------------------
+
+class _Unigram(torch.nn.Module):
+    """Logits that ignore the context: the same log-probabilities at every position (the ELBO is then exact)."""
+
+    def __init__(self, log_probs: torch.Tensor):
+        super().__init__()
+        self.log_probs = log_probs
+
+    def forward(self, x):
+        return self.log_probs.expand(*x.shape, -1)
+
+
+def test_preference_diagnostics_on_a_hand_made_case():
+    # vocabulary of 3; reference uniform; policy prefers token 0 (p = 1/2) over 1 and 2 (p = 1/4 each)
+    reference = _Unigram(torch.full((3,), 1 / 3).log())
+    policy = _Unigram(torch.tensor([0.5, 0.25, 0.25]).log())
+    prompt = [[1], [1], [1]]
+    chosen = torch.tensor([p + [0, 0] for p in prompt[:1]] + [[1, 1, 2], [1, 0, 1]])
+    rejected = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    answer_mask = torch.tensor([False, True, True])
+    out = preference_diagnostics(policy, reference, chosen, rejected, answer_mask, mask_id=3, beta=1.0)
+    # B_pi(y) - B_ref(y) = sum_i log(3 p(y_i)): token 0 gains log 1.5, tokens 1 and 2 lose log 0.75 ... per position
+    gain, loss = math.log(1.5), math.log(0.75)
+    drift_chosen = [2 * gain, 2 * loss, gain + loss]
+    drift_rejected = [2 * loss, 2 * gain, gain + loss]
+    assert out["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)  # won, lost, tied
+    assert out["chosen_drift"] == pytest.approx(sum(drift_chosen) / 3)
+    assert out["rejected_drift"] == pytest.approx(sum(drift_rejected) / 3)
+    assert out["margin"] == pytest.approx(sum(c - r for c, r in zip(drift_chosen, drift_rejected)) / 3)
+    # at pi = pi_ref every score is 0: accuracy 1/2, no drift
+    same = preference_diagnostics(reference, reference, chosen, rejected, answer_mask, mask_id=3)
+    assert (same["accuracy"], same["chosen_drift"], same["rejected_drift"]) == (0.5, 0.0, 0.0)

@@ -37,10 +37,10 @@ Modules, one idea each:
 * ``preference``: preference pairs built from the SFT model's own samples and a programmatic reward;
 * ``training``: DPO-E training on the shared trainer and the gradient noise on real pairs.
 """
-from minimdm.vrpo.estimators import (ESTIMATORS, ELBOSampling, MaskDraws, all_answer_masks, draw_masks,
-                                     elbo_from_draws, estimator_family, exact_answer_elbo)
+from minimdm.vrpo.estimators import (ESTIMATORS, T_FLOOR, ELBOSampling, MaskDraws, all_answer_masks, draw_masks,
+                                     elbo_from_draws, estimator_family, exact_answer_elbo, single_draw_variance)
 from minimdm.vrpo.objective import (DPOEOutput, LogitOffsetPolicy, dpo_e_from_elbos, dpo_e_loss, estimator_statistics,
-                                    exact_dpo_e, flat_gradient)
+                                    exact_dpo_e, flat_gradient, preference_diagnostics)
 from minimdm.vrpo.preference import (PreferenceData, build_preference_data, exact_match_reward, mean_reward,
                                      sample_answers, split_held_out)
 from minimdm.vrpo.training import frozen_copy, gradient_norms, train_dpo_e
@@ -49,4 +49,4 @@ __all__ = ["ESTIMATORS", "ELBOSampling", "estimator_family", "MaskDraws", "draw_
            "elbo_from_draws", "exact_answer_elbo", "DPOEOutput", "dpo_e_from_elbos", "dpo_e_loss", "exact_dpo_e", "frozen_copy",
            "flat_gradient", "LogitOffsetPolicy", "estimator_statistics", "exact_match_reward", "split_held_out",
            "PreferenceData", "sample_answers", "mean_reward", "build_preference_data", "train_dpo_e",
-           "gradient_norms"]
+           "gradient_norms", "T_FLOOR", "single_draw_variance", "preference_diagnostics"]

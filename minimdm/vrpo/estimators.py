@@ -23,6 +23,7 @@ from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts,
 from minimdm.mdm.loss import masked_cross_entropy
 
 ESTIMATORS = ("t", "l")
+T_FLOOR = torch.finfo(torch.float32).tiny  # the t-form's floor on t: t = 0 would mask nothing with weight 1/0
 
 
 # --- how an ELBO is estimated ----------------------------------------------------------------------------
@@ -37,8 +38,10 @@ class ELBOSampling:
 
     * ``num_timesteps`` n_t and ``masks_per_timestep`` n_{y_t}: the budget n = n_t n_{y_t} masked copies per answer;
     * ``antithetic``: the reference reuses the policy's masked copies (else it draws its own);
-    * ``estimator``: ``"t"`` (the paper's form: t ~ U(0,1), each answer token masked with probability t, weight
-      1/t) or ``"l"`` (LLaDA's: l ~ U{1..n_y} tokens masked, weight n_y/l; same expectation, bounded weights);
+    * ``estimator``: ``"l"`` (the default; LLaDA's form: l ~ U{1..n_y} tokens masked, weight n_y/l <= n_y, finite
+      variance) or ``"t"`` (the paper's form: t ~ U(0,1), each answer token masked with probability t, weight
+      1/t; same expectation, but one masked token at small t carries log pi / t, so the variance of one draw grows
+      like ln(1/c) with the floor c on t and is infinite without one: see ``single_draw_variance``);
     * ``stratified``: spread the n_t timesteps of an answer evenly over (0,1) (each is still uniform; optional
       but our option, off by default so the three techniques are compared alone).
     """
@@ -46,7 +49,7 @@ class ELBOSampling:
     num_timesteps: int = 8
     masks_per_timestep: int = 1
     antithetic: bool = True
-    estimator: str = "t"
+    estimator: str = "l"
     stratified: bool = False
 
     def __post_init__(self):
@@ -76,7 +79,7 @@ class ELBOSampling:
         return f"(n_t={self.num_timesteps}, n_yt={self.masks_per_timestep})" + (" + antithetic" if self.antithetic else "")
 
 
-def estimator_family(budget: int = 8, estimator: str = "t") -> dict[str, ELBOSampling]:
+def estimator_family(budget: int = 8, estimator: str = "l") -> dict[str, ELBOSampling]:
     """The three estimators compared at one budget n (our reading of "equal budget"):
 
     * ``naive``: one timestep, n masks at it (n_t = 1), independent draws for policy and reference;
@@ -136,7 +139,7 @@ def draw_masks(tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int, sa
     maskable = answer_mask.repeat_interleave(sampling.budget, 0)
     if sampling.estimator == "t":
         t = _per_row_timesteps(rows, n_t, sampling.stratified, tokens.device, generator)
-        t = t.clamp_min(torch.finfo(torch.float32).tiny)  # t = 0 masks nothing and has weight 0 * inf
+        t = t.clamp_min(T_FLOOR)  # t = 0 masks nothing and has weight 0 * inf
         per_copy = t.repeat_interleave(n_yt, 1).flatten()  # (B n,) each timestep serves n_yt masks
         inputs, is_masked = mask_tokens_t(copies, per_copy, mask_id, maskable, generator)
         weight = 1.0 / per_copy.double()  # w = 1/t
@@ -181,3 +184,54 @@ def exact_answer_elbo(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor,
     """The exact B(y|x) of each row (B,) by enumerating all masks of its answer; differentiable."""
     return torch.cat([elbo_from_draws(denoiser, row[None], all_answer_masks(row, mask, mask_id))
                       for row, mask in zip(tokens, answer_mask)])
+
+
+def _t_form_second_moment_weights(n: int, floor: float) -> list[float]:
+    """I_k = E_t[t^-2 t^k (1-t)^(n-k)] for t ~ U(0,1) clamped at ``floor``, k = 1..n (float64, exact sums).
+
+    With (1-t)^(n-k) expanded, ∫_c^1 t^(k-2+j) dt is log(1/c) for k = 1, j = 0 (the divergent term) and
+    (1 - c^(k-1+j)) / (k-1+j) otherwise; the clamp adds c * c^(k-2) (1-c)^(n-k) (t below c is read as c).
+    """
+    weights = []
+    for k in range(1, n + 1):
+        total = floor ** (k - 1) * (1 - floor) ** (n - k)
+        for j in range(n - k + 1):
+            power = k - 1 + j
+            part = math.log(1 / floor) if power == 0 else (1 - floor ** power) / power
+            total += math.comb(n - k, j) * (-1) ** j * part
+        weights.append(total)
+    return weights
+
+
+@torch.no_grad()
+def single_draw_variance(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int, estimator: str,
+                         t_floor: float = T_FLOOR) -> float:
+    """The exact variance of a one-draw estimate B_hat (n_t = n_{y_t} = 1) of the ELBO of one row ``tokens`` (L,).
+
+    With v_S = sum_{i in S} log pi(y^i | y with S masked) for every non-empty mask S of the answer (2^n_y - 1):
+
+    * l-form: l ~ U{1..n_y}, S uniform of size l, weight n_y/l:  E B_hat^2 = sum_S (1/n_y) (n_y/|S|)^2 v_S^2 / C(n_y, |S|);
+    * t-form: t ~ U(0,1) clamped at ``t_floor``, each token masked with probability t, weight 1/t:
+      E B_hat^2 = sum_S I_|S| v_S^2 with I_k = E[t^(k-2) (1-t)^(n_y-k)]; I_1 grows like ln(1/t_floor) (infinite
+      without a floor), which is why a sample variance of the t-form keeps growing with the number of repeats.
+
+    Var B_hat = E B_hat^2 - B^2 (B the exact ELBO). Answers of at most 16 tokens.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r}: allowed values are {ESTIMATORS}")
+    if not 0 < t_floor < 1:
+        raise ValueError(f"t_floor={t_floor} must lie in (0, 1)")
+    draws = all_answer_masks(tokens, answer_mask, mask_id)
+    n = int(answer_mask.sum())
+    logits = logits_of(denoiser, draws.inputs[0])
+    nll = masked_cross_entropy(logits, tokens.expand_as(draws.inputs[0]), draws.is_masked[0])
+    values = -nll.sum(1).double()  # v_S, (2^n - 1,)
+    sizes = draws.is_masked[0].sum(1)
+    elbo = float((draws.coefficients[0] * values).sum())
+    if estimator == "l":
+        binomial = torch.tensor([math.comb(n, int(k)) for k in sizes], dtype=torch.float64)
+        second = float(((n / sizes.double()) ** 2 / n / binomial * values**2).sum())
+    else:
+        weight = torch.tensor(_t_form_second_moment_weights(n, t_floor), dtype=torch.float64)[sizes - 1]
+        second = float((weight * values**2).sum())
+    return second - elbo**2
