@@ -1,7 +1,8 @@
 """Compute accounting (SMDM, arXiv 2410.18514: C = 6ND; nanoGPT's estimate_mfu).
 
-Training FLOPs per token = 6 N (N = non-embedding parameters: forward 2N, backward 4N) plus the attention
-scores and mixing, 6 * 2 * n_layers * T * d_model (forward 2 n_layers T d, times 3 with the backward pass).
+Training FLOPs per token = 6 N (N = non-embedding parameters: forward 2N, backward 4N; Kaplan et al., arXiv
+2001.08361, section 2.1) plus the attention scores Q K^T and the mixing of the values, 12 n_layers T d_model (forward
+2 T d each per layer, i.e. 4 n_layers T d, times 3 with the backward pass; PaLM, arXiv 2204.02311, appendix B).
 """
 from __future__ import annotations
 

@@ -148,6 +148,31 @@ def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size
     return rows
 
 
+def oracle_guidance_sweep(lookup, items, scales) -> list[dict]:
+    """The Bayes oracle's multiple-choice accuracy at each guidance scale w.
+
+    The oracle knows the task's exact law (``SkewedLookup.answer_probabilities``) and scores every choice with the
+    exact guided distribution p_w(a | c) ∝ p(a | c)^(1+w) p(a)^(-w), i.e. by (1 + w) log p(a | c) - w log p(a) (the
+    normaliser is shared by the choices of an item). w = 0 is maximum likelihood; w -> infinity ranks by the pointwise
+    mutual information log p(a | c) - log p(a). Ties go to the first choice, as in ``multiple_choice_accuracy``.
+    """
+    import math
+
+    marginal = lookup.answer_probabilities()
+    rows = []
+    for w in scales:
+        correct = []
+        for item in items:
+            conditional = lookup.answer_probabilities(item.key)
+            scores = [(1 + w) * math.log(conditional[c]) - w * math.log(marginal[c]) for c in item.choices]
+            predicted = max(range(len(scores)), key=scores.__getitem__)
+            correct.append(float(predicted == item.answer_index))
+        accuracy = torch.tensor(correct, dtype=torch.float64)
+        stderr = accuracy.std().item() / math.sqrt(len(correct)) if len(correct) > 1 else float("nan")
+        rows.append({"cfg_scale": w, "accuracy": accuracy.mean().item(), "stderr": stderr})
+    return rows
+
+
 # --- temporal shift --------------------------------------------------------------------------------------------
 
 def drifted_chain(chain, delta: float, seed: int = 1):
@@ -270,5 +295,5 @@ def fewest_matching_steps(rows: list[dict], sampler: str, tolerance: float = 0.0
 
 
 __all__ = ["LineSet", "LossSnapshots", "MarkovSource", "complete", "drifted_chain", "exact_match",
-           "fewest_matching_steps", "greedy_infill", "guidance_sweep", "reverse_curse_scores", "shift_degradation",
+           "fewest_matching_steps", "greedy_infill", "guidance_sweep", "oracle_guidance_sweep", "reverse_curse_scores", "shift_degradation",
            "speed_quality"]

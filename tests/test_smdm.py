@@ -177,3 +177,60 @@ def test_bad_input_names_the_argument():
         drifted_chain(MarkovChain(4), -0.1)
     with pytest.raises(ValueError, match="same length"):
         LineSet.from_lines(TaskTokenizer(), ["ab", "abc"])
+
+
+def _brute_force_law(lookup):
+    """The joint law of (key, answer) by enumerating the generative process of ``training_lines``: every
+    three-letter key (uniform), then the noise coin, then the answer."""
+    from itertools import product
+
+    from minimdm.data.facts import KEY_LETTERS
+
+    joint = {}
+    p_key = 1 / len(KEY_LETTERS) ** 3
+    for letters in product(KEY_LETTERS, repeat=3):
+        key = "".join(letters)
+        row = {a: 0.0 for a in lookup.answers}
+        row[lookup.answer_for(key)] += (1 - lookup.noise) * p_key
+        for a, w in zip(lookup.answers, lookup.weights):
+            row[a] += lookup.noise * w * p_key
+        joint[key] = row
+    marginal = {a: sum(row[a] for row in joint.values()) for a in lookup.answers}
+    return joint, marginal, p_key
+
+
+def test_oracle_guidance_matches_brute_force_enumeration():
+    from minimdm.smdm import oracle_guidance_sweep
+
+    lookup = make_skewed_lookup(num_answers=3, zipf_exponent=1.5, noise=0.7, seed=0)
+    joint, marginal, p_key = _brute_force_law(lookup)
+    exact_marginal = lookup.answer_probabilities()
+    assert sum(exact_marginal.values()) == pytest.approx(1.0, abs=1e-12)
+    for a in lookup.answers:
+        assert exact_marginal[a] == pytest.approx(marginal[a], abs=1e-12)
+    items = lookup.items(40, num_choices=2, seed=3)
+    for item in items[:10]:
+        conditional = lookup.answer_probabilities(item.key)
+        for a in lookup.answers:
+            assert conditional[a] == pytest.approx(joint[item.key][a] / p_key, abs=1e-12)
+    scales = [0, 0.1, 0.5, 1, 4, 32]
+    rows = oracle_guidance_sweep(lookup, items, scales)
+    for w, row in zip(scales, rows):
+        correct = 0
+        for item in items:  # the guided distribution over the whole pool, normalised, then the best choice
+            unnormalised = {a: (joint[item.key][a] / p_key) ** (1 + w) * marginal[a] ** (-w) for a in lookup.answers}
+            z = sum(unnormalised.values())
+            guided = [unnormalised[c] / z for c in item.choices]
+            correct += max(range(len(guided)), key=guided.__getitem__) == item.answer_index
+        assert row["cfg_scale"] == w
+        assert row["accuracy"] == pytest.approx(correct / len(items), abs=1e-12)
+
+
+def test_oracle_guidance_prior_wins_unguided_and_guidance_recovers_the_rule():
+    from minimdm.smdm import oracle_guidance_sweep
+
+    lookup = make_skewed_lookup(num_answers=10, zipf_exponent=1.5, noise=0.8, seed=0)
+    items = lookup.items(200, num_choices=4, seed=1)
+    rows = oracle_guidance_sweep(lookup, items, [0, 8])
+    assert rows[0]["accuracy"] < 0.25  # maximum likelihood picks the frequent distractor: below chance
+    assert rows[1]["accuracy"] == 1.0  # pointwise mutual information picks the rule answer

@@ -125,6 +125,15 @@ class SkewedLookup:
             lines.append(f"{key}={answer}.")
         return lines
 
+    def answer_probabilities(self, key: str | None = None) -> dict[str, float]:
+        """The exact law of the answer: p(a | key) for a key, or (``key=None``) the marginal p(a) of a line whose
+        three-letter key is drawn uniformly, as in ``training_lines``. A Bayes oracle for the multiple choice."""
+        if key is None:
+            rule_share = {a: sum(r == a for r in self.rule.values()) / len(self.rule) for a in self.answers}
+        else:
+            rule_share = {a: float(a == self.answer_for(key)) for a in self.answers}
+        return {a: (1 - self.noise) * rule_share[a] + self.noise * w for a, w in zip(self.answers, self.weights)}
+
     def items(self, num_items: int, num_choices: int = 4, seed: int = 0) -> list[LookupItem]:
         """Multiple-choice items: the rule answer and ``num_choices - 1`` distinct distractors drawn with the
         prior, so the frequent answers are the usual distractors."""
