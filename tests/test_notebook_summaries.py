@@ -18,13 +18,22 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
-# notebook file name -> why it fails today (fixed elsewhere; remove the entry when it passes)
-PENDING: dict[str, str] = {}
+# notebook file name -> why it fails today (being fixed elsewhere; remove the entry when it passes)
+PENDING: dict[str, str] = {
+    "06_vrpo_preference_optimization.ipynb": "the rendering cell exists but the committed outputs lack its text/markdown",
+    "10_bfn_sde_solvers.ipynb": "paper numbers (5-20x speed-ups) typed in the section's markdown; outputs not re-executed",
+    "11_energy_optimal_schedules.ipynb": "the summary is hand-typed markdown with the run's numbers; no rendering cell",
+}
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 SUMMARY_HEADING = re.compile(r"what we saw", re.IGNORECASE)
-ALLOWED = [
-    re.compile(r"arXiv[:\s]\s*\d{4}\.\d{4,5}(v\d+)?", re.IGNORECASE),  # a citation, not a result
+ALLOWED = [  # citation apparatus and names, not results
+    re.compile(r"arXiv[:\s]\s*\d{4}\.\d{4,5}(v\d+)?", re.IGNORECASE),
+    re.compile(r"§\s*\d+(\.\d+)*"),
+    re.compile(r"\b(eq|eqs|equation|table|fig|figure|section|appendix|theorem|thm|prop|proposition|lemma|algorithm|alg)"
+               r"\.?\s*\(?[A-Z]?\d+(\.\d+)*\)?", re.IGNORECASE),
+    re.compile(r"\b(CIFAR-10+|text8|MNIST|ImageNet-?\d*)\b"),
+    re.compile(r"\bnotebook\s+\d{2}\b", re.IGNORECASE),
 ]
 DIGIT = re.compile(r"\d")
 MIN_RENDERED_CHARS = 80  # a rendered summary is a few sentences; a stray "done" or an empty string is not
@@ -114,7 +123,7 @@ def test_summary_is_rendered_from_the_run(path):
     if path.name in PENDING:
         assert problems, f"{path.name} now follows the rule: remove it from PENDING"
         return
-    assert not problems, f"{path.name}: " + "; ".join(problems)
+    assert not problems, f"{path.name}: {len(problems)} problem(s): " + "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
 
 
 # --- the checker itself catches what it should ------------------------------------------------------------------
@@ -141,6 +150,9 @@ def test_a_rendered_summary_passes():
                          _code('display(Markdown(f"..."))', GOOD_RENDER),
                          _markdown("## Exercises\n1. Predict, then run: 3 steps."))
     assert summary_problems(notebook) == []
+    cited_result = _notebook(_markdown("## What we saw\nSMDM (arXiv 2410.18514, §3) reports 16x; we got 37.9x."),
+                             _code("display(Markdown(...))", GOOD_RENDER))
+    assert any("37.9x" in p for p in summary_problems(cited_result))  # a citation does not excuse the line
 
 
 def test_a_planted_hand_typed_number_is_caught():
@@ -165,6 +177,10 @@ def test_an_unexecuted_or_missing_rendering_is_caught():
 
 
 def test_headings_and_citations_are_not_results():
-    notebook = _notebook(_markdown("## 9. What we saw (CPU preset)\n### 9.1 Guidance\nAs in SMDM (arXiv 2410.18514)."),
+    notebook = _notebook(_markdown("## 9. What we saw (CPU preset)\n### 9.1 Guidance\nAs in SMDM (arXiv 2410.18514, §3.2, "
+                                   "Eq. (4), Table 2) on CIFAR-10; see notebook 05."),
                          _code("display(Markdown(...))", GOOD_RENDER))
     assert summary_problems(notebook) == []
+    cited_result = _notebook(_markdown("## What we saw\nSMDM (arXiv 2410.18514, §3) reports 16x; we got 37.9x."),
+                             _code("display(Markdown(...))", GOOD_RENDER))
+    assert any("37.9x" in p for p in summary_problems(cited_result))  # a citation does not excuse the line
