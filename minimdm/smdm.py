@@ -271,9 +271,10 @@ def speed_quality(arm, mdm, chain, length: int, mdm_steps, batch_size: int = 64,
 
     def row(name, sampler, steps):
         (tokens, nfe), seconds = _timed(lambda: sampler(torch.Generator(device=device).manual_seed(seed), steps), device)
+        nll = -chain.log_prob(tokens.cpu()).double() / length  # (B,) per sequence
         return {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds,
                 "tokens_per_s": batch_size * length / seconds,
-                "nll_per_token": float(-chain.log_prob(tokens.cpu()).mean() / length)}
+                "nll_per_token": float(nll.mean()), "nll_stderr": float(nll.std() / len(nll) ** 0.5)}
 
     rows = [row("ARM + KV cache", arm_sampler, length)]
     for steps in mdm_steps:
