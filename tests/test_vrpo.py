@@ -303,3 +303,19 @@ def test_preference_diagnostics_on_a_hand_made_case():
     # at pi = pi_ref every score is 0: accuracy 1/2, no drift
     same = preference_diagnostics(reference, reference, chosen, rejected, answer_mask, mask_id=3)
     assert (same["accuracy"], same["chosen_drift"], same["rejected_drift"]) == (0.5, 0.0, 0.0)
+
+
+def test_exact_elbos_batched_match_the_row_by_row_ones(pairs):
+    chosen, rejected, answer_mask = pairs
+    policy, reference = tiny_policy(1).eval(), tiny_policy(2).eval()
+    out = preference_diagnostics(policy, reference, chosen, rejected, answer_mask, V, beta=0.5, batch_size=1)
+    exact = exact_dpo_e(policy, reference, chosen, rejected, answer_mask.expand_as(chosen), V, beta=0.5)
+    drift = (exact.policy_elbo - exact.reference_elbo).chunk(2)
+    assert out["chosen_drift"] == pytest.approx(drift[0].mean().item(), abs=1e-9)
+    assert out["rejected_drift"] == pytest.approx(drift[1].mean().item(), abs=1e-9)
+    assert out["margin"] == pytest.approx(exact.score.mean().item(), abs=1e-9)
+    rows = torch.cat([chosen, rejected])
+    mask = answer_mask.expand_as(rows)
+    batched = exact_answer_elbo(policy, rows, mask, V, rows_per_call=3)
+    one_by_one = torch.cat([exact_answer_elbo(policy, row[None], m[None], V) for row, m in zip(rows, mask)])
+    assert torch.allclose(batched, one_by_one, atol=1e-9)

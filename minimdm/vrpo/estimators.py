@@ -180,10 +180,24 @@ def elbo_from_draws(denoiser, tokens: torch.Tensor, draws: MaskDraws) -> torch.T
     return (draws.coefficients * log_likelihood).sum(1)
 
 
-def exact_answer_elbo(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """The exact B(y|x) of each row (B,) by enumerating all masks of its answer; differentiable."""
-    return torch.cat([elbo_from_draws(denoiser, row[None], all_answer_masks(row, mask, mask_id))
-                      for row, mask in zip(tokens, answer_mask)])
+def exact_answer_elbo(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int,
+                      rows_per_call: int = 32) -> torch.Tensor:
+    """The exact B(y|x) of each row (B,) by enumerating all masks of its answer; differentiable.
+
+    Rows that share one answer mask (the usual case: one answer canvas) go through the network ``rows_per_call`` at
+    a time; otherwise row by row."""
+    if not bool((answer_mask == answer_mask[:1]).all()):
+        return torch.cat([elbo_from_draws(denoiser, row[None], all_answer_masks(row, mask, mask_id))
+                          for row, mask in zip(tokens, answer_mask)])
+    template = all_answer_masks(tokens[0], answer_mask[0], mask_id)  # the masks and k-form weights, shared by every row
+    is_masked = template.is_masked[0]  # (S, L)
+    elbos = []
+    for start in range(0, tokens.shape[0], rows_per_call):
+        rows = tokens[start:start + rows_per_call]  # (b, L)
+        inputs = rows[:, None].masked_fill(is_masked[None], mask_id)  # (b, S, L)
+        draws = MaskDraws(inputs, is_masked.expand_as(inputs), template.coefficients.expand(rows.shape[0], -1))
+        elbos.append(elbo_from_draws(denoiser, rows, draws))
+    return torch.cat(elbos)
 
 
 def _t_form_second_moment_weights(n: int, floor: float) -> list[float]:

@@ -140,7 +140,7 @@ def estimator_statistics(policy, reference, chosen: torch.Tensor, rejected: torc
 
 @torch.no_grad()
 def preference_diagnostics(policy, reference, chosen: torch.Tensor, rejected: torch.Tensor, answer_mask: torch.Tensor,
-                           mask_id: int, beta: float = 0.1, batch_size: int = 64) -> dict:
+                           mask_id: int, beta: float = 0.1, batch_size: int = 32) -> dict:
     """What a DPO run did to a set of pairs, from the *exact* ELBOs (answers of at most 16 tokens):
 
     * ``accuracy``: the implicit-reward accuracy, the fraction of pairs with s > 0, i.e. whose implicit reward
@@ -153,16 +153,11 @@ def preference_diagnostics(policy, reference, chosen: torch.Tensor, rejected: to
 
     On held-out pairs the accuracy says whether the policy learned the preference or only the training pairs.
     """
-    scores, chosen_drift, rejected_drift = [], [], []
-    for start in range(0, chosen.shape[0], batch_size):
-        part = slice(start, start + batch_size)
-        out = exact_dpo_e(policy, reference, chosen[part], rejected[part], answer_mask[part] if answer_mask.dim() == 2
-                          else answer_mask, mask_id, beta)
-        drift = (out.policy_elbo - out.reference_elbo).chunk(2)
-        scores.append(out.score)
-        chosen_drift.append(drift[0])
-        rejected_drift.append(drift[1])
-    scores, chosen_drift, rejected_drift = torch.cat(scores), torch.cat(chosen_drift), torch.cat(rejected_drift)
+    answers, maskable = _stack_pair(chosen, rejected, answer_mask)
+    drift = (exact_answer_elbo(policy, answers, maskable, mask_id, batch_size)
+             - exact_answer_elbo(reference, answers, maskable, mask_id, batch_size))
+    chosen_drift, rejected_drift = drift.chunk(2)
+    scores = beta * (chosen_drift - rejected_drift)
     accuracy = (scores > 0).double() + 0.5 * (scores == 0).double()
     return {"accuracy": accuracy.mean().item(), "chosen_drift": chosen_drift.mean().item(),
             "rejected_drift": rejected_drift.mean().item(), "margin": scores.mean().item(), "pairs": len(scores)}
