@@ -20,9 +20,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-
 
 # notebook file name -> why it fails today (being fixed elsewhere; remove the entry when it passes)
 PENDING: dict[str, str] = {
-    "06_vrpo_preference_optimization.ipynb": "the rendering cell exists but the committed outputs lack its text/markdown",
-    "10_bfn_sde_solvers.ipynb": "paper numbers (5-20x speed-ups) typed in the section's markdown; outputs not re-executed",
-    "11_energy_optimal_schedules.ipynb": "the summary is hand-typed markdown with the run's numbers; no rendering cell",
+    "10_bfn_sde_solvers.ipynb": "a paper's numbers (5-20x speed-ups) typed in the section's markdown; no committed rendering",
+    "11_energy_optimal_schedules.ipynb": "the rendering cell is there but the notebook is not re-executed yet",
 }
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
