@@ -19,10 +19,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 # notebook file name -> why it fails today (being fixed elsewhere; remove the entry when it passes)
-PENDING: dict[str, str] = {
-    "10_bfn_sde_solvers.ipynb": "a paper's numbers (5-20x speed-ups) typed in the section's markdown; no committed rendering",
-    "11_energy_optimal_schedules.ipynb": "the rendering cell is there but the notebook is not re-executed yet",
-}
+PENDING: dict[str, str] = {}
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 SUMMARY_HEADING = re.compile(r"what we saw", re.IGNORECASE)
