@@ -15,6 +15,7 @@ The data sources here are duck-typed "streams" (``batch(batch_size)`` and ``wind
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import torch
@@ -156,14 +157,12 @@ def oracle_guidance_sweep(lookup, items, scales) -> list[dict]:
     normaliser is shared by the choices of an item). w = 0 is maximum likelihood; w -> infinity ranks by the pointwise
     mutual information log p(a | c) - log p(a). Ties go to the first choice, as in ``multiple_choice_accuracy``.
     """
-    import math
-
     marginal = lookup.answer_probabilities()
+    conditionals = [lookup.answer_probabilities(item.key) for item in items]  # exact laws: computed once, not per w
     rows = []
     for w in scales:
         correct = []
-        for item in items:
-            conditional = lookup.answer_probabilities(item.key)
+        for item, conditional in zip(items, conditionals):
             scores = [(1 + w) * math.log(conditional[c]) - w * math.log(marginal[c]) for c in item.choices]
             predicted = max(range(len(scores)), key=scores.__getitem__)
             correct.append(float(predicted == item.answer_index))
