@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from minimdm.data import BPETokenizer, CharTokenizer
+from minimdm.distributed import current_world
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.sampler import REMASKING, generate
 from minimdm.presets import PRESETS, preset_name
@@ -51,17 +52,22 @@ def cmd_train(args) -> None:
                  if v is not None}
     recipe: TextRecipe = recipe_for(args.preset, **overrides)
     device = resolve_device(args.device)
-    print(f"minimdm train | preset {args.preset or preset_name()} | device {device} | corpus {recipe.corpus}")
+    world = current_world()  # under torchrun: one process per GPU, and rank 0 alone prints
+    processes = f" | {world.size} processes (torchrun)" if world.size > 1 else ""
+    say = print if world.is_main else (lambda *args, **kwargs: None)
+    say(f"minimdm train | preset {args.preset or preset_name()} | device {device}{processes} | corpus {recipe.corpus}")
     if (Path(args.out) / CHECKPOINT_FILE).exists():
-        print(f"resuming from the checkpoint in {args.out} (delete that folder, or pass another --out, to start afresh)")
+        say(f"resuming from the checkpoint in {args.out} (delete that folder, or pass another --out, to start afresh)")
     try:  # a checkpoint every tenth of the run (and on Ctrl-C): an interrupted run resumes where it stopped
         model, tokenizer, stream, result = train_text_mdm(recipe, device=device, checkpoint_dir=args.out,
                                                           compile=args.compile, download=args.download,
                                                           checkpoint_every=max(1, recipe.steps // 10))
     except TrainingInterrupted as stop:
-        print(f"interrupted: step {stop.step} saved in {args.out}; run the same command again to resume",
-              file=sys.stderr)
+        say(f"interrupted: step {stop.step} saved in {args.out}; run the same command again to resume",
+            file=sys.stderr)
         raise SystemExit(130) from None  # the shell's status for Ctrl-C
+    if not world.is_main:
+        return  # rank 0 evaluates and samples
     params = model.num_parameters()
     # result.seconds is training time, summed over resumed runs (evaluation and checkpoints excluded)
     print(f"trained {result.step} steps in {result.seconds:.0f} s ({result.tokens_per_s:,.0f} tokens/s), "

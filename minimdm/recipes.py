@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from minimdm.data import TokenStream, get_tokenizer, load_corpus
+from minimdm.distributed import current_world
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.likelihood import corpus_nelbo
@@ -97,10 +98,11 @@ def train_text_mdm(recipe: TextRecipe, device="cpu", checkpoint_dir=None, progre
                          device=str(device), checkpoint_dir=checkpoint_dir, progress=progress, compile=compile,
                          log_every=max(1, recipe.steps // 20), max_seconds=max_seconds,
                          checkpoint_every=checkpoint_every)
-    if checkpoint_dir:
+    writer = checkpoint_dir and current_world().is_main  # under torchrun, rank 0 writes
+    if writer:
         prepare_checkpoint_dir(checkpoint_dir)  # a bad folder fails before the corpus is read
     tokenizer, stream = prepare_data(recipe, download)
-    if checkpoint_dir:
+    if writer:
         save_tokenizer_beside(checkpoint_dir, tokenizer)
     model = build_model(recipe, tokenizer.vocab_size)
     mask_id = model.mask_id

@@ -9,6 +9,9 @@
   step's batch, masks and dropout depend on nothing but its index. A checkpoint (model + optimizer in one
   safetensors file, trainer state in its metadata, the configs in config.json) written atomically is
   therefore all that resuming needs: the loss trajectory continues exactly as if never interrupted.
+* **More than one process.** Under ``torchrun`` the same call trains data-parallel (``minimdm.distributed``):
+  each process draws its own micro-batches of the step, DDP averages the gradients, rank 0 alone evaluates and
+  writes checkpoints, and a checkpoint resumes under any number of processes.
 * **Nothing lost to Ctrl-C.** An interrupt lets the step in progress finish, saves a checkpoint (with a
   ``checkpoint_dir``) and raises ``TrainingInterrupted``; calling ``train`` again resumes from it. A second
   Ctrl-C stops at once. Temporary files that a killed run left in the checkpoint folder are removed at start.
@@ -22,6 +25,7 @@ import re
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from minimdm import distributed
 from minimdm.flops import peak_flops, training_flops_per_token
 from minimdm.presets import default_device
 
@@ -133,8 +138,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 
+MAX_MICRO_BATCHES = 64  # per optimizer step, over all processes: the seed of micro-batch k is base * 64 + k
+
+
 def _seed_for(cfg: TrainConfig, step: int, micro: int) -> int:
-    return (cfg.seed * 1_000_003 + step) * 64 + micro
+    return (cfg.seed * 1_000_003 + step) * MAX_MICRO_BATCHES + micro
 
 
 def _reseed(seed: int, device: torch.device) -> None:
@@ -212,40 +220,55 @@ def _process_alive(pid: int, path: Path) -> bool:
 def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=None,
           resume: bool = True) -> TrainResult:
     """Train ``model`` in place; resume from ``cfg.checkpoint_dir`` when a checkpoint is there."""
-    device = resolve_device(cfg.device)
-    if cfg.checkpoint_dir:
+    device, world = distributed.setup(resolve_device(cfg.device))
+    micro_per_step = world.size * cfg.grad_accum  # micro-batches of one optimizer step, all processes together
+    if micro_per_step > MAX_MICRO_BATCHES:
+        raise ValueError(f"grad_accum={cfg.grad_accum} x {world.size} processes = {micro_per_step} micro-batches per "
+                         f"step; at most {MAX_MICRO_BATCHES} are allowed: use a larger batch instead")
+    if cfg.checkpoint_dir and world.is_main:
         prepare_checkpoint_dir(cfg.checkpoint_dir)
+    distributed.barrier(world)  # the folder exists (or its error was raised) before anyone reads it
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     result, start_step = TrainResult(), 0
     if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / CHECKPOINT_FILE).exists():
         start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer)
-    forward_model = torch.compile(model) if cfg.compile else model
+    parallel_model = distributed.wrap(model, world)  # DDP copies rank 0's weights to every process
+    forward_model = torch.compile(parallel_model) if cfg.compile else parallel_model
     use_amp = cfg.amp and device.type == "cuda"
     peak = peak_flops(device)
 
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+               disable=not (cfg.progress and world.is_main), desc="train", dynamic_ncols=True)
     window_tokens, window_start, done = 0, time.perf_counter(), start_step
     model.train()
-    flops_per_token = None
+    flops_per_token, stop = None, False
     with _DeferredInterrupt() as interrupt:
         for step in bar:
-            if cfg.max_seconds is not None and result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds:
-                break  # checked before the step, so a resumed run that had used its time trains nothing more
+            out_of_time = cfg.max_seconds is not None and \
+                result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds
+            # checked before the step, so a resumed run that had used its time trains nothing more; with several
+            # processes they agree, at log steps only (a collective every step would cost a device sync)
+            if world.size == 1 and out_of_time or \
+                    world.size > 1 and step % cfg.log_every == 0 and distributed.any_rank(out_of_time, world, device):
+                break
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_loss = 0.0
-            for micro in range(cfg.grad_accum):
+            for local in range(cfg.grad_accum):
+                micro = world.rank * cfg.grad_accum + local  # this micro-batch's number within the step
                 _reseed(_seed_for(cfg, step, micro), device)
-                batch = _to_device(batch_fn(step * cfg.grad_accum + micro), device)
+                batch = _to_device(batch_fn(step * micro_per_step + micro), device)
                 if flops_per_token is None and hasattr(model, "config") and hasattr(model.config, "n_layers"):
                     first = batch[0] if isinstance(batch, (tuple, list)) else batch
                     flops_per_token = training_flops_per_token(model, first.shape[-1])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = loss_fn(forward_model, batch) / cfg.grad_accum
-                loss.backward()
+                # DDP averages gradients over processes in the last micro-step's backward only
+                syncing = local == cfg.grad_accum - 1 or world.size == 1
+                with nullcontext() if syncing else parallel_model.no_sync():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        loss = loss_fn(forward_model, batch) / cfg.grad_accum
+                    loss.backward()
                 step_loss += loss.detach()
                 window_tokens += _batch_tokens(batch)
             if cfg.grad_clip > 0:
@@ -254,7 +277,8 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                loss_value = float(step_loss)  # one device sync per log line, not per step
+                # one device sync per log line, not per step; the loss is the mean over processes
+                loss_value, window_tokens = _over_ranks(step_loss, window_tokens, world, device)
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / max(elapsed, 1e-9)
                 mfu = tokens_per_s * flops_per_token / peak if (peak and flops_per_token) else None
@@ -266,31 +290,54 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
             if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
                 paused = time.perf_counter()
                 seconds = result.seconds + (paused - window_start)
-                result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
+                if world.is_main:
+                    result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
+                distributed.barrier(world)
                 window_start += time.perf_counter() - paused  # evaluation time is not training time
             if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 paused, result.step = time.perf_counter(), done
-                save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+                _save(cfg, model, optimizer, result, world)
                 window_start += time.perf_counter() - paused  # nor is writing a checkpoint
-            if interrupt.requested:
+            stop = interrupt.requested if world.size == 1 else \
+                done % cfg.log_every == 0 and distributed.any_rank(interrupt.requested, world, device)
+            if stop:
                 break
     bar.close()
     if window_tokens:  # stopped early by max_seconds or Ctrl-C: log the partial window too
+        loss_value, window_tokens = _over_ranks(step_loss, window_tokens, world, device)
         elapsed = time.perf_counter() - window_start
-        result.history.append({"step": done, "loss": float(step_loss), "lr": lr,
+        result.history.append({"step": done, "loss": loss_value, "lr": lr,
                                "tokens_per_s": window_tokens / max(elapsed, 1e-9), "mfu": None})
         result.seconds += elapsed
         result.tokens += window_tokens
     result.step = done
-    if interrupt.requested:
-        saved = save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg) if cfg.checkpoint_dir else None
-        raise TrainingInterrupted(done, saved)
+    if stop:
+        raise TrainingInterrupted(done, _save(cfg, model, optimizer, result, world))
     evaluated = bool(result.evals) and result.evals[-1]["step"] == done  # e.g. a finished run, resumed
-    if eval_fn is not None and not evaluated:
+    if eval_fn is not None and not evaluated and world.is_main:
         result.evals.append({"step": result.step, "seconds": result.seconds, **_evaluate(model, eval_fn)})
-    if cfg.checkpoint_dir:
-        save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+    _save(cfg, model, optimizer, result, world)
     return result
+
+
+def _over_ranks(step_loss, window_tokens: int, world, device) -> tuple[float, int]:
+    """(mean loss of the last step, tokens of the window), summed over processes: what a log line reports."""
+    if world.size == 1:
+        return float(step_loss), window_tokens
+    total = distributed.sum_over_ranks(torch.stack([torch.as_tensor(step_loss, dtype=torch.float64, device=device),
+                                                    torch.tensor(float(window_tokens), dtype=torch.float64,
+                                                                 device=device)]), world)
+    return float(total[0]) / world.size, int(total[1])
+
+
+def _save(cfg: TrainConfig, model, optimizer, result: TrainResult, world) -> Path | None:
+    """Rank 0 writes the checkpoint; the others wait, so no one reads a file still being written."""
+    if not cfg.checkpoint_dir:
+        return None
+    if world.is_main:
+        save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+    distributed.barrier(world)
+    return Path(cfg.checkpoint_dir) / CHECKPOINT_FILE
 
 
 def _evaluate(model, eval_fn) -> dict:
