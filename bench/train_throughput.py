@@ -7,8 +7,10 @@
 Both sides train the same ``minimdm.nn.Transformer`` (bidirectional with LLaDA's MDM loss, or causal with
 next-token cross-entropy for ``--kinds arm``) on random token windows
 already on the device, both compiled with ``torch.compile`` on CUDA (neither on CPU), both in bf16 autocast with
-fused AdamW. The reference is the shortest loop that does the same work; the ratio is the trainer's overhead
-(per-step reseeding, LR schedule, logging, clipping). It does not compare our backbone with someone else's.
+fused AdamW. The plain loop is the shortest loop that does the same work; that ratio is the trainer's overhead
+(per-step reseeding, LR schedule, logging, clipping). The third column is what a user would write instead: a
+nanoGPT-style GPT-2 network and loop of the same size in plain PyTorch (``bench/gpt2_reference.py``), and the
+last ratio compares the whole course stack (backbone and trainer) with it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 
 import torch
 
+from gpt2_reference import train_tokens_per_s as gpt2_tokens_per_s
 from minimdm.arm import KINDS, loss_function
 from minimdm.flops import non_embedding_params, peak_flops, training_flops_per_token
 from minimdm.nn import Transformer, TransformerConfig
@@ -99,10 +102,14 @@ def main():
     peak = peak_flops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} | torch {torch.__version__} | compiled: {compile_model} | {steps} steps, last {steps // 2} timed")
-    print(f"{'shape':18s} {'kind':>4s} {'batch':>5s} {'params':>8s} {'reference tok/s':>16s} {'minimdm tok/s':>14s} {'ratio':>6s} {'MFU':>6s}")
+    print(f"{'shape':18s} {'kind':>4s} {'batch':>5s} {'params':>8s} {'plain loop':>11s} {'GPT-2-style':>11s} "
+          f"{'minimdm':>11s} {'vs plain':>8s} {'vs GPT-2':>8s} {'MFU':>6s}  (tokens/s; GPT-2-style params)")
     for shape in shapes:
         for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
+            n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
             results = {}
+            results["gpt2"], gpt2_params = gpt2_tokens_per_s(kind, vocab, n_layers, d_model, n_heads, seq_len,
+                                                             random_batches(vocab, batch, seq_len, device), steps, device)
             for label, runner in (("reference", reference_loop), ("minimdm", minimdm_trainer)):
                 model, seq_len, vocab = build(shape, device, kind)
                 results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
@@ -112,8 +119,9 @@ def main():
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak else "   n/a"
-            print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:16,.0f} "
-                  f"{results['minimdm']:14,.0f} {results['minimdm'] / results['reference']:6.2f} {mfu}")
+            print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:11,.0f} "
+                  f"{results['gpt2']:11,.0f} {results['minimdm']:11,.0f} {results['minimdm'] / results['reference']:8.2f} "
+                  f"{results['minimdm'] / results['gpt2']:8.2f} {mfu}  ({gpt2_params / 1e6:.1f}M)")
 
 
 if __name__ == "__main__":

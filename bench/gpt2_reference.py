@@ -1,0 +1,94 @@
+"""What a user would write instead of this course: a nanoGPT-style network and loop in one page of plain PyTorch.
+
+The yardstick of ``bench/train_throughput.py``. GPT-2's block (learned positions, LayerNorm, GELU MLP, attention
+through ``scaled_dot_product_attention``), causal for the ARM or bidirectional for the MDM, with the matching loss
+written out here (next-token cross-entropy; LLaDA's masked loss, arXiv 2502.09992 eq. 3), fused AdamW, bf16
+autocast and ``torch.compile`` on CUDA. Sized like the minimdm network it is timed against: same layers, width,
+heads, context and vocabulary (the benchmark prints both parameter counts).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, causal: bool):
+        super().__init__()
+        self.n_heads, self.causal = n_heads, causal
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x):
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, length, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int, n_layers: int, d_model: int, n_heads: int, seq_len: int, causal: bool):
+        super().__init__()
+        self.vocab = vocab  # ids 0..vocab-1 are tokens; the MDM's mask (or the ARM's start token) is id vocab
+        self.tokens, self.positions = nn.Embedding(vocab + 1, d_model), nn.Embedding(seq_len, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, causal) for _ in range(n_layers))
+        self.ln, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x))
+
+
+def arm_loss(model: GPT, x0):
+    """Next-token cross-entropy; the first token is predicted from a start token."""
+    start = torch.full_like(x0[:, :1], model.vocab)
+    logits = model(torch.cat([start, x0[:, :-1]], dim=1))
+    return F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten())
+
+
+def mdm_loss(model: GPT, x0, eps: float = 1e-3):
+    """LLaDA: t ~ U(eps, 1) per sequence, mask each token with probability t, cross-entropy on masked tokens / t."""
+    t = eps + (1 - eps) * torch.rand(x0.shape[0], 1, device=x0.device)
+    masked = torch.rand(x0.shape, device=x0.device) < t
+    logits = model(torch.where(masked, model.vocab, x0))
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view_as(x0)
+    return (nll * masked / t).sum() / x0.numel()
+
+
+def train_tokens_per_s(kind: str, vocab: int, n_layers: int, d_model: int, n_heads: int, seq_len: int,
+                       batch_fn, steps: int, device: torch.device) -> tuple[float, int]:
+    """Train ``steps`` steps; returns (tokens/s over the second half, non-embedding parameters)."""
+    torch.manual_seed(0)
+    model = GPT(vocab, n_layers, d_model, n_heads, seq_len, causal=kind == "arm").to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.95), fused=device.type == "cuda")
+    forward = torch.compile(model) if device.type == "cuda" else model
+    loss_fn = arm_loss if kind == "arm" else mdm_loss
+    tokens, start = 0, None
+    for step in range(steps):
+        if step == steps // 2:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        x0 = batch_fn(step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(forward, x0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= steps // 2:
+            tokens += x0.numel()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("tokens", "positions")))
+    return tokens / (time.perf_counter() - start), params
