@@ -129,6 +129,15 @@ def test_judge_is_accurate_on_clean_held_out_digits(digits):
     assert accuracy(judge, digits.test_images, digits.test_labels) > 0.95
 
 
+def test_a_hardened_judge_reads_digits_through_sign_noise(digits):
+    plain, hardened = (train_judge(digits.train_images, digits.train_labels, steps=1000, sign_noise=s) for s in (0, 0.4))
+    noisy = uniform_noise(digits.test_images, 0.4)
+    assert accuracy(hardened, digits.test_images, digits.test_labels) > 0.95
+    assert accuracy(hardened, noisy, digits.test_labels) > accuracy(plain, noisy, digits.test_labels) + 0.03
+    with pytest.raises(ValueError, match="sign_noise"):
+        train_judge(digits.train_images, digits.train_labels, steps=1, sign_noise=2)
+
+
 def test_personalisation_only_moves_what_it_should(digits, untrained_bases):
     base = untrained_bases["pixel"]
     photos = digits.identity_photos(4)

@@ -6,6 +6,8 @@ penultimate features are where the Frechet distance is measured (the analogue of
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,8 +34,12 @@ class Judge(nn.Module):
         return self.classifier(self.features(images))
 
 
-def judge_loss(judge: Judge, batch) -> Tensor:
+def judge_loss(judge: Judge, batch, sign_noise: float = 0.0) -> Tensor:
     images, labels = batch
+    if sign_noise > 0:  # a hardened judge: half the batch carries +-a noise, a ~ U(0, sign_noise), per image
+        amplitude = sign_noise * torch.rand(len(images), 1, 1, 1, device=images.device)
+        amplitude = amplitude * (torch.rand_like(amplitude) < 0.5)
+        images = images + amplitude * (torch.randint_like(images, 0, 2) * 2 - 1)
     # a little pixel noise and a one-pixel shift make the judge robust to the mild artefacts of generated digits
     images = images + 0.1 * torch.randn_like(images)
     shift = tuple(int(s) for s in torch.randint(-1, 2, (2,)))
@@ -42,7 +48,11 @@ def judge_loss(judge: Judge, batch) -> Tensor:
 
 
 def train_judge(images: Tensor, labels: Tensor, steps: int, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
-                device: str | torch.device = "cpu") -> Judge:
+                device: str | torch.device = "cpu", sign_noise: float = 0.0) -> Judge:
+    """``sign_noise`` > 0 trains a judge that still reads digits under +-sign_noise pixel noise: it tells a defense
+    that stops the attack from one that only makes the attacker's generations noisy."""
+    if not 0 <= sign_noise <= 1:
+        raise ValueError(f"sign_noise={sign_noise} must lie in [0, 1] (pixels live in [-1, 1])")
     torch.manual_seed(seed)
     judge = Judge()
     images, labels = images.to(device), labels.to(device)
@@ -53,7 +63,7 @@ def train_judge(images: Tensor, labels: Tensor, steps: int, batch_size: int = 12
 
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10 + 1), weight_decay=0.0, seed=seed,
                       device=str(device), progress=False, log_every=max(1, steps), amp=False)
-    train(judge, judge_loss, batch, cfg)
+    train(judge, functools.partial(judge_loss, sign_noise=sign_noise), batch, cfg)
     return judge.eval().requires_grad_(False)
 
 
