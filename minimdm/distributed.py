@@ -12,6 +12,8 @@ would draw it (same data index, same RNG seed), so gradients averaged by DDP equ
 gradient: two processes give one process's loss trajectory with the doubled batch, to float rounding. The
 effective batch is W x A x batch size: adding GPUs to a recipe multiplies it, as in any DDP code, and a run
 resumed with W x A unchanged (1 x 2 after 2 x 1, say) continues the very same schedule.
+
+A loss function must call the model it is given (``model(x)``): DDP prepares its gradient averaging in that forward.
 """
 from __future__ import annotations
 
