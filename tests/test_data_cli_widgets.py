@@ -44,7 +44,8 @@ def test_cli_train_then_sample(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "validation NELBO" in out and "bits/char" in out and "sample 1" in out
     main(["sample", "--checkpoint", str(tmp_path), "--prompt", "The ", "--gen-length", "8", "--num", "1"])
-    assert capsys.readouterr().out.count("The ") >= 1
+    sample = capsys.readouterr().out.split("--- sample 1 ---\n", 1)[1].removesuffix("\n")
+    assert sample.startswith("The ") and len(sample) == 4 + 8  # the prompt, then eight generated characters
 
 
 def test_widget_and_static_figure_render_the_history():

@@ -70,7 +70,10 @@ def test_classic_ntk_interpolates_the_slowest_pair_and_keeps_the_fastest():
     theta = BASE ** (-2 * slowest / HEAD_DIM)
     theta_new = scaling.base ** (-2 * slowest / HEAD_DIM)
     assert theta / theta_new == pytest.approx(1024 / T_TRAIN, rel=1e-12)
-    assert scaling.base ** 0 == BASE ** 0  # pair 0 turns at the same speed
+    model = Transformer(TransformerConfig(vocab_size=8, n_layers=1, d_model=2 * HEAD_DIM, n_heads=2, max_len=64))
+    scaled = apply_rope_scaling(model, scaling)
+    assert torch.equal(scaled.rope.cos[:, 0], model.rope.cos[:, 0])  # pair 0 turns at the same speed
+    assert not torch.allclose(scaled.rope.cos[:, slowest], model.rope.cos[:, slowest])
 
 
 def test_lambda_one_is_plain_rope_bit_for_bit(task):

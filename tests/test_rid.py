@@ -42,7 +42,10 @@ def test_identity_class_never_in_training_data(digits):
 def test_identity_photos_and_reference_are_the_identity(digits):
     photos = digits.identity_photos(8, seed=1)
     assert photos.shape == (8, 1, 8, 8)
-    assert len(digits.identity_reference()) == int((digits.test_labels == 8).sum()) > 10
+    eights = digits.train_images[digits.train_labels == 8].flatten(1)
+    assert float(torch.cdist(photos.flatten(1), eights).min(1).values.max()) == 0  # each photo is a training 8
+    assert torch.equal(digits.identity_reference(), digits.test_images[digits.test_labels == 8])
+    assert len(digits.identity_reference()) > 10
 
 
 def test_training_functions_demand_the_checked_pipeline(digits, untrained_bases):
@@ -89,18 +92,25 @@ def test_defender_starts_at_zero_and_infers_in_one_pass_without_the_base(digits,
     assert not protected.requires_grad
 
 
-def test_adv_sds_gradient_is_minus_the_sds_gradient(untrained_bases):
-    """dL_adv/dz_t = -w (eps_hat - eps), minus DreamFusion's SDS gradient: the hand formula, fixed t and noise."""
+def test_adv_sds_gradient_is_minus_the_sds_gradient(digits, untrained_bases, monkeypatch):
+    """dL_adv/dz_t = -w (eps_hat - eps), minus DreamFusion's SDS gradient, for adv_sds_loss's own draws of t and eps."""
     base = untrained_bases["latent"]
-    torch.manual_seed(0)
-    z_t = torch.randn(3, base.data_dim, requires_grad=True)
-    t = torch.tensor([5, 50, 150])
-    noise = torch.randn(3, base.data_dim)
-    eps_hat = base.eps_net(z_t, t, torch.full_like(t, NULL_SLOT)).detach()
+    seen, noise = {}, base.noise
+
+    def noise_and_record(z0, t, eps):  # the z_t that adv_sds_loss builds, kept for its gradient
+        z_t = noise(z0, t, eps)
+        z_t.retain_grad()
+        seen.update(z_t=z_t, t=t, eps=eps)
+        return z_t
+
+    monkeypatch.setattr(base, "noise", noise_and_record)
+    photos = digits.identity_photos(3)
+    adv_sds_loss(Defender(0.1), [base], photos).backward()
+    z_t, t, eps = seen["z_t"], seen["t"], seen["eps"]
+    with torch.no_grad():
+        eps_hat = base.eps_net(z_t, t, torch.full_like(t, NULL_SLOT))
     weight = (1 - base.alphas_bar[t]).unsqueeze(-1)
-    loss = 0.5 * (z_t - (z_t + weight * (eps_hat - noise)).detach()).pow(2).sum(-1).mean()
-    (grad,) = torch.autograd.grad(loss, z_t)
-    torch.testing.assert_close(grad, -weight * (eps_hat - noise) / 3)
+    torch.testing.assert_close(z_t.grad, -weight * (eps_hat - eps) / len(photos))
 
 
 def test_adv_sds_reaches_the_defender_only_through_the_encoder(digits, untrained_bases):
