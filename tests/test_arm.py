@@ -8,6 +8,7 @@ from conftest import tiny_transformer
 from minimdm.arm import (arm_loss, check_kind, filter_top_k, sample_arm, start_token_id, token_nll,
                          validation_loss)
 from minimdm.data import TokenStream
+from minimdm.mdm.elbo import exact_elbo
 from minimdm.flops import non_embedding_params, training_flops_per_token
 from minimdm.nn import Transformer, TransformerConfig
 
@@ -98,6 +99,9 @@ def test_validation_loss_units_agree_between_kinds():
     windows = stream.windows("val", 4)
     assert arm_nll.mean == pytest.approx(token_nll(arm, windows).mean().item(), rel=1e-6)
     assert arm_nll.num_draws == mdm_nelbo.num_draws == 4
+    with torch.no_grad():  # the MDM's exact NELBO of the same windows (all 2^8 masks), per token
+        exact = sum(exact_elbo(mdm, window, mdm.mask_id) for window in windows) / windows.numel()
+    assert abs(mdm_nelbo.mean - exact) < 4 * mdm_nelbo.stderr
 
 
 def test_bad_input_names_the_argument():

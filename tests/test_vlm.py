@@ -13,7 +13,7 @@ from minimdm.vlm.encoder import DigitEncoder
 from minimdm.vlm.loss import ar_dialogue_loss, mask_answers, masked_answer_loss, mdm_dialogue_loss
 from minimdm.vlm.model import VisionLanguageModel, attention_mask, bind_images, turn_ids
 from minimdm.vlm.sampling import accuracy_by_kind, converse
-from minimdm.vlm.stages import scale_learning_rate
+from minimdm.vlm.stages import freeze, scale_learning_rate
 
 TOKENIZER = DialogueTokenizer()
 
@@ -177,6 +177,10 @@ def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
     torch.manual_seed(11)
     xt, is_masked, p = mask_answers(batch[0], batch[1], model.mask_id)
     assert loss == masked_answer_loss(model(xt, batch[2]), batch[0], is_masked, batch[1], p)
+    freeze(model.encoder)  # stages 2-3 keep the encoder frozen or slowed; frozen means no gradient at all
+    mdm_dialogue_loss(model, batch).backward()
+    assert all(q.grad is None for q in model.encoder.parameters())
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.connector.parameters())
 
 
 # --- attention masks --------------------------------------------------------------------------------------
