@@ -48,6 +48,12 @@ def test_two_gloo_processes_match_one_process_with_the_doubled_batch(tmp_path, o
     assert single_batch != pytest.approx(one_process_doubled[0], rel=1e-3)
 
 
+def test_accumulation_inside_each_process_is_the_same_step(tmp_path):
+    """Two processes of two micro-batches each (DDP's no_sync on the first) = one process of four."""
+    two = torchrun(tmp_path, 2, 2)
+    assert_same_run(two["losses"], two["weights"], ddp_worker.run(grad_accum=4))
+
+
 def test_stopped_under_two_processes_resumed_under_one(tmp_path, one_process_doubled):
     ckpt = tmp_path / "ckpt"
     assert torchrun(tmp_path, 2, 1, ckpt, 23) == {"killed": True}  # dies at step 23: the step-20 checkpoint stays
