@@ -3,12 +3,10 @@
 The yardstick of ``bench/train_throughput.py``. GPT-2's block (learned positions, LayerNorm, GELU MLP, attention
 through ``scaled_dot_product_attention``), causal for the ARM or bidirectional for the MDM, with the matching loss
 written out here (next-token cross-entropy; LLaDA's masked loss, arXiv 2502.09992 eq. 3), fused AdamW, bf16
-autocast and ``torch.compile`` on CUDA. Sized like the minimdm network it is timed against: same layers, width,
+autocast and ``torch.compile`` on CUDA (the benchmark's plain loop trains it). Sized like the minimdm network it is timed against: same layers, width,
 heads, context and vocabulary (the benchmark prints both parameter counts).
 """
 from __future__ import annotations
-
-import time
 
 import torch
 import torch.nn as nn
@@ -62,33 +60,9 @@ def mdm_loss(model: GPT, x0, eps: float = 1e-3):
     return (nll * masked / t).sum() / x0.numel()
 
 
-def train_tokens_per_s(kind: str, vocab: int, n_layers: int, d_model: int, n_heads: int, seq_len: int,
-                       batch_fn, steps: int, device: torch.device) -> tuple[float, int]:
-    """Train ``steps`` steps; returns (tokens/s over the second half, non-embedding parameters)."""
+def build(kind: str, vocab: int, n_layers: int, d_model: int, n_heads: int, seq_len: int, device):
+    """(model, loss_fn, non-embedding parameters) for ``kind`` 'arm' or 'mdm'; the timing loop is the benchmark's."""
     torch.manual_seed(0)
     model = GPT(vocab, n_layers, d_model, n_heads, seq_len, causal=kind == "arm").to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=1e-3, betas=(0.9, 0.95), fused=device.type == "cuda")
-    forward = torch.compile(model) if device.type == "cuda" else model
-    loss_fn = arm_loss if kind == "arm" else mdm_loss
-    tokens, start = 0, None
-    for step in range(steps):
-        if step == steps // 2:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        x0 = batch_fn(step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(forward, x0)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= steps // 2:
-            tokens += x0.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("tokens", "positions")))
-    return tokens / (time.perf_counter() - start), params
+    return model, arm_loss if kind == "arm" else mdm_loss, params

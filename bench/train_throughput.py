@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from gpt2_reference import train_tokens_per_s as gpt2_tokens_per_s
+import gpt2_reference
 from minimdm.arm import KINDS, loss_function
 from minimdm.flops import non_embedding_params, peak_flops, training_flops_per_token
 from minimdm.nn import Transformer, TransformerConfig
@@ -108,8 +108,10 @@ def main():
         for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
             n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
             results = {}
-            results["gpt2"], gpt2_params = gpt2_tokens_per_s(kind, vocab, n_layers, d_model, n_heads, seq_len,
-                                                             random_batches(vocab, batch, seq_len, device), steps, device)
+            gpt2, gpt2_loss, gpt2_params = gpt2_reference.build(kind, vocab, n_layers, d_model, n_heads, seq_len, device)
+            results["gpt2"] = reference_loop(gpt2, gpt2_loss, random_batches(vocab, batch, seq_len, device), steps,
+                                             device, compile_model)
+            del gpt2
             for label, runner in (("reference", reference_loop), ("minimdm", minimdm_trainer)):
                 model, seq_len, vocab = build(shape, device, kind)
                 results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
