@@ -1,10 +1,10 @@
-"""What a user would write instead of this course: a nanoGPT-style network and loop in one page of plain PyTorch.
+"""What a user would write instead of this course: a nanoGPT-style network and its losses in plain PyTorch.
 
-The yardstick of ``bench/train_throughput.py``. GPT-2's block (learned positions, LayerNorm, GELU MLP, attention
-through ``scaled_dot_product_attention``), causal for the ARM or bidirectional for the MDM, with the matching loss
-written out here (next-token cross-entropy; LLaDA's masked loss, arXiv 2502.09992 eq. 3), fused AdamW, bf16
-autocast and ``torch.compile`` on CUDA (the benchmark's plain loop trains it). Sized like the minimdm network it is timed against: same layers, width,
-heads, context and vocabulary (the benchmark prints both parameter counts).
+The yardstick of ``bench/train_throughput.py``, whose plain loop trains it (fused AdamW, bf16 autocast and
+``torch.compile`` on CUDA). GPT-2's block (learned positions, LayerNorm, GELU MLP, attention through
+``scaled_dot_product_attention``), causal for the ARM or bidirectional for the MDM, with the matching loss written
+out here (next-token cross-entropy; LLaDA's masked loss, arXiv 2502.09992 eq. 3). Sized like the minimdm network it
+is timed against: same layers, width, heads, context and vocabulary (the benchmark prints both parameter counts).
 """
 from __future__ import annotations
 
