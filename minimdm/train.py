@@ -243,14 +243,19 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     window_tokens, window_start, done = 0, time.perf_counter(), start_step
     model.train()
     flops_per_token, stop = None, False
+
+    def agreed(flag: bool, at_step: int) -> bool:
+        """One process decides alone; several agree (any of them), at log steps only: a collective every step
+        would cost a device sync."""
+        if world.size == 1:
+            return flag
+        return at_step % cfg.log_every == 0 and distributed.any_rank(flag, world, device)
+
     with _DeferredInterrupt() as interrupt:
         for step in bar:
             out_of_time = cfg.max_seconds is not None and \
                 result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds
-            # checked before the step, so a resumed run that had used its time trains nothing more; with several
-            # processes they agree, at log steps only (a collective every step would cost a device sync)
-            if world.size == 1 and out_of_time or \
-                    world.size > 1 and step % cfg.log_every == 0 and distributed.any_rank(out_of_time, world, device):
+            if agreed(out_of_time, step):  # before the step: a resumed run that had used its time trains no more
                 break
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
@@ -298,8 +303,7 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
                 paused, result.step = time.perf_counter(), done
                 _save(cfg, model, optimizer, result, world)
                 window_start += time.perf_counter() - paused  # nor is writing a checkpoint
-            stop = interrupt.requested if world.size == 1 else \
-                done % cfg.log_every == 0 and distributed.any_rank(interrupt.requested, world, device)
+            stop = agreed(interrupt.requested, done)
             if stop:
                 break
     bar.close()
@@ -321,7 +325,7 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
 
 
 def _over_ranks(step_loss, window_tokens: int, world, device) -> tuple[float, int]:
-    """(mean loss of the last step, tokens of the window), summed over processes: what a log line reports."""
+    """(loss of the last step, tokens of the window) over all processes (mean loss, summed tokens): a log line."""
     if world.size == 1:
         return float(step_loss), window_tokens
     total = distributed.sum_over_ranks(torch.stack([torch.as_tensor(step_loss, dtype=torch.float64, device=device),
