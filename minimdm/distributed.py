@@ -17,6 +17,7 @@ A loss function must call the model it is given (``model(x)``): DDP prepares its
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -68,7 +69,16 @@ def setup(device: torch.device) -> tuple[torch.device, World]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_together)
     return device, world
+
+
+def _leave_together() -> None:
+    """At exit: wait for the others, then close the group. A process that leaves while a peer still holds its gloo
+    connection can abort ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
