@@ -74,3 +74,15 @@ def test_too_many_micro_batches_is_a_clear_error():
 
     with pytest.raises(ValueError, match="grad_accum=65"):
         train(ddp_worker.model(), ddp_worker.loss_fn, ddp_worker.batch_fn, TrainConfig(steps=1, grad_accum=65, progress=False))
+
+
+def test_bad_torchrun_variables_are_clear_errors(monkeypatch):
+    from minimdm.distributed import current_world
+
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' must be an integer"):
+        current_world()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
+        current_world()
