@@ -35,7 +35,16 @@ def run(path: Path, timeout: int = 3600) -> float:
     """Execute one notebook in place; returns its wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
     start = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    last = [start]
+
+    def log_cell(cell, cell_index, execute_reply):  # one line per code cell, so a run stopped early still shows where time went
+        now = time.time()
+        if cell.cell_type == "code":
+            print(f"{path.name} cell {cell_index}: {now - last[0]:.1f} s (total {now - start:.0f} s)", flush=True)
+        last[0] = now
+
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                   on_cell_executed=log_cell).execute()
     seconds = time.time() - start
     strip_widget_state(nb)
     nbformat.write(nb, path)
