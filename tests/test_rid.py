@@ -9,7 +9,8 @@ from minimdm.rid.ddpm import NEW_TOKEN, NULL_SLOT, DiffusionModel, train_base_mo
 from minimdm.rid.defenses import (Defender, adv_sds_loss, aspl, diffusion_loss_of_images, pgd_advdm, train_defender,
                                   uniform_noise)
 from minimdm.rid.autoencoder import Autoencoder
-from minimdm.rid.judge import accuracy, train_judge
+from minimdm.rid.experiment import attack_and_judge
+from minimdm.rid.judge import Judge, accuracy, train_judge
 from minimdm.rid.metrics import frechet_distance, linf, psnr
 from minimdm.rid.personalize import personalize
 from minimdm.rid.postprocess import diffpure, quantise_blur
@@ -146,6 +147,27 @@ def test_a_hardened_judge_reads_digits_through_sign_noise(digits):
     assert accuracy(hardened, noisy, digits.test_labels) > accuracy(plain, noisy, digits.test_labels) + 0.03
     with pytest.raises(ValueError, match="sign_noise"):
         train_judge(digits.train_images, digits.train_labels, steps=1, sign_noise=2)
+
+
+def _constant_judge(label: int):
+    """A judge that calls every image ``label``: its verdicts are known without looking at the generations."""
+    judge = Judge()
+    with torch.no_grad():
+        judge.classifier.weight.zero_()
+        judge.classifier.bias.copy_(torch.arange(10) == label)
+    return judge.eval()
+
+
+def test_a_robust_judge_scores_the_same_generations_a_second_time(digits, untrained_bases):
+    outcome = attack_and_judge(untrained_bases["pixel"], digits.identity_photos(2), _constant_judge(0), digits.identity,
+                               digits.identity_reference()[:8], steps=1, n_samples=4, seeds=(0, 1),
+                               robust_judge=_constant_judge(digits.identity))
+    assert outcome.success == [0.0, 0.0] and outcome.robust_success == [1.0, 1.0]
+    assert outcome.robust_mean == 1.0
+    unscored = attack_and_judge(untrained_bases["pixel"], digits.identity_photos(2), _constant_judge(0), digits.identity,
+                                digits.identity_reference()[:8], steps=1, n_samples=4)
+    with pytest.raises(ValueError, match="robust_judge"):
+        unscored.robust_mean
 
 
 def test_personalisation_only_moves_what_it_should(digits, untrained_bases):

@@ -20,6 +20,13 @@ class AttackOutcome:
     frechet: float  # mean over seeds
     samples: Tensor  # the first seed's generations (n, 1, 8, 8), on the CPU
     n_samples: int
+    robust_success: list[float] | None = None  # the same generations scored by a judge trained to read through noise
+
+    @property
+    def robust_mean(self) -> float:
+        if self.robust_success is None:
+            raise ValueError("this outcome was scored without robust_judge")
+        return sum(self.robust_success) / len(self.robust_success)
 
     @property
     def mean(self) -> float:
@@ -37,16 +44,22 @@ class AttackOutcome:
 
 def attack_and_judge(base: DiffusionModel, photos: Tensor, judge: Judge, identity: int, reference: Tensor, *,
                      method: str = "dreambooth", steps: int = 300, n_samples: int = 256, seeds=(0,),
-                     prior=None) -> AttackOutcome:
-    """For each seed: personalise ``base`` on ``photos``, sample the new word, score identity success and FD."""
+                     prior=None, robust_judge: Judge | None = None) -> AttackOutcome:
+    """For each seed: personalise ``base`` on ``photos``, sample the new word, score identity success and FD.
+
+    ``robust_judge`` (optional) scores the same generations a second time: a judge trained on noisy digits tells an
+    attack that failed from one whose generations are merely noisy."""
     device = base.betas.device
     photos, reference = photos.to(device), reference.to(device)
-    success, no_digit, frechet, first = [], [], [], None
+    success, robust, no_digit, frechet, first = [], [], [], [], None
     for seed in seeds:
         model = personalize(base, photos, method, steps=steps, seed=seed, prior=prior)
         generated = generate_identity(model, n_samples, seed=seed)
         success.append(identity_success_rate(judge, generated, identity))
+        if robust_judge is not None:
+            robust.append(identity_success_rate(robust_judge, generated, identity))
         no_digit.append(no_digit_rate(judge, generated))
         frechet.append(judge_frechet_distance(judge, generated, reference))
         first = generated.cpu() if first is None else first
-    return AttackOutcome(success, sum(no_digit) / len(no_digit), sum(frechet) / len(frechet), first, n_samples)
+    return AttackOutcome(success, sum(no_digit) / len(no_digit), sum(frechet) / len(frechet), first, n_samples,
+                         robust if robust_judge is not None else None)
