@@ -3,7 +3,8 @@
 Each recipe builds a net, its loss and batch functions, and trains it with the course's trainer
 (``minimdm.train.train``). The checkpoint goes to ``<data cache>/bfn/<name>-<preset>-<hash of the settings>`` (``minimdm.data.corpora.data_dir``); the
 trainer resumes from it, so a second call (notebook 10 after notebook 09) loads the trained model in a second.
-Sizes follow the preset (quick / cpu / gpu) via ``minimdm.presets.pick``.
+Sizes follow the preset via ``minimdm.presets.pick``; the GPU preset uses the CPU sizes, because these nets train on
+the CPU (``device`` defaults to it) and larger ones took more than 5 minutes there.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def two_d_mixture(device: str = "cpu", gmm: GaussianMixture | None = None) -> Tr
     """Continuous BFN on eight Gaussians (radius 0.7, std 0.02), sigma_1 = 1e-3, a 3-layer MLP predicting eps, trained on L^inf."""
     gmm = (gmm or eight_gaussians(std=0.02)).to(torch.float32)
     settings = dict(
-        sigma_1=1e-3, hidden=pick(quick=64, cpu=128, gpu=256), depth=3, batch=pick(quick=256, cpu=1024, gpu=4096),
-        steps=pick(quick=60, cpu=2000, gpu=20000), lr=2e-3,
+        sigma_1=1e-3, hidden=pick(quick=64, cpu=128, gpu=128), depth=3, batch=pick(quick=256, cpu=1024, gpu=1024),
+        steps=pick(quick=60, cpu=2000, gpu=2000), lr=2e-3,
     )
     schedule = ContinuousSchedule(settings["sigma_1"])
     net = PointMLP(2, 2, settings["hidden"], settings["depth"])
@@ -78,8 +79,8 @@ def two_d_mixture(device: str = "cpu", gmm: GaussianMixture | None = None) -> Tr
 
 def _digits_settings(**extra) -> dict:
     return dict(
-        channels=pick(quick=16, cpu=32, gpu=64), blocks=pick(quick=1, cpu=2, gpu=4), batch=pick(quick=32, cpu=128, gpu=256),
-        steps=pick(quick=30, cpu=1000, gpu=20000), lr=2e-3, n_test=300, **extra,
+        channels=pick(quick=16, cpu=32, gpu=32), blocks=pick(quick=1, cpu=2, gpu=2), batch=pick(quick=32, cpu=128, gpu=128),
+        steps=pick(quick=30, cpu=1000, gpu=1000), lr=2e-3, n_test=300, **extra,
     )
 
 
