@@ -156,18 +156,33 @@ def test_single_step_solver2_orders_on_exact_denoisers():
     assert observed_order(NS, errors_d) >= 1.8, errors_d
 
 
-def test_single_step_solvers_count_two_calls_per_step():
+def test_single_step_solvers_call_the_network_at_each_step_start_and_its_midpoint():
+    """On a grid that is uniform in neither t nor lambda, the calls come in pairs: the step's start time, then the
+    midpoint (in lambda for the continuous ++2, in t for the discrete solver); a one-call-per-step method, or a midpoint
+    in the wrong variable, gives other times. ``sample`` spends a budget of NFE calls on NFE / 2 steps."""
     calls = []
     schedule, dschedule = ContinuousSchedule(1e-3), DiscreteSchedule(3.0, 3)
 
     def predict_x(mu, t):
-        calls.append(1)
+        calls.append(float(t[0]))
         return torch.zeros_like(mu)
 
     def predict_probs(theta, t):
-        calls.append(1)
+        calls.append(float(t[0]))
         return torch.full_like(theta, 1 / 3)
 
+    grid = [0.05, 0.3, 0.6, 0.95]
+    continuous_solvers.solve(predict_x, torch.zeros(4, 2, dtype=torch.float64), grid, "bfn_solver++2_single", schedule,
+                             last_drop=False)
+    lam = lambda t: float(schedule.half_log_snr(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
+    assert calls[0::2] == grid[:-1]
+    for t, mid, t_next in zip(grid, calls[1::2], grid[1:]):
+        assert t < mid < t_next and math.isclose(lam(mid), (lam(t) + lam(t_next)) / 2, rel_tol=1e-9)
+    calls.clear()
+    discrete_solvers.solve(predict_probs, torch.zeros(4, 2, 3, dtype=torch.float64), grid, "bfn_solver2_single", dschedule,
+                           last_drop=False)
+    assert calls == pytest.approx([0.05, 0.175, 0.3, 0.45, 0.6, 0.775])
+    calls.clear()
     continuous_solvers.sample(predict_x, (4, 2), 10, "bfn_solver++2_single", schedule)
     assert len(calls) == 10
     calls.clear()
