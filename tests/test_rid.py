@@ -163,7 +163,7 @@ def test_a_robust_judge_scores_the_same_generations_a_second_time(digits, untrai
                                digits.identity_reference()[:8], steps=1, n_samples=4, seeds=(0, 1),
                                robust_judge=_constant_judge(digits.identity))
     assert outcome.success == [0.0, 0.0] and outcome.robust_success == [1.0, 1.0]
-    assert outcome.robust_mean == 1.0
+    assert outcome.robust_mean == 1.0 and outcome.robust_error == 0.0
     unscored = attack_and_judge(untrained_bases["pixel"], digits.identity_photos(2), _constant_judge(0), digits.identity,
                                 digits.identity_reference()[:8], steps=1, n_samples=4)
     with pytest.raises(ValueError, match="robust_judge"):

@@ -23,23 +23,33 @@ class AttackOutcome:
     robust_success: list[float] | None = None  # the same generations scored by a judge trained to read through noise
 
     @property
-    def robust_mean(self) -> float:
-        if self.robust_success is None:
-            raise ValueError("this outcome was scored without robust_judge")
-        return sum(self.robust_success) / len(self.robust_success)
-
-    @property
     def mean(self) -> float:
-        return sum(self.success) / len(self.success)
+        return _mean_and_error(self.success, self.n_samples)[0]
 
     @property
     def error(self) -> float:
-        """Standard error of the mean: across seeds when there are several, else the binomial one of the samples."""
-        n = len(self.success)
-        if n > 1:
-            variance = sum((s - self.mean) ** 2 for s in self.success) / (n - 1)
-            return math.sqrt(variance / n)
-        return math.sqrt(self.mean * (1 - self.mean) / self.n_samples)
+        return _mean_and_error(self.success, self.n_samples)[1]
+
+    @property
+    def robust_mean(self) -> float:
+        return _mean_and_error(self._robust(), self.n_samples)[0]
+
+    @property
+    def robust_error(self) -> float:
+        return _mean_and_error(self._robust(), self.n_samples)[1]
+
+    def _robust(self) -> list[float]:
+        if self.robust_success is None:
+            raise ValueError("this outcome was scored without robust_judge")
+        return self.robust_success
+
+
+def _mean_and_error(rates: list[float], n_samples: int) -> tuple[float, float]:
+    """Mean rate and its standard error: across seeds when there are several, else the binomial one of the samples."""
+    n, mean = len(rates), sum(rates) / len(rates)
+    if n > 1:
+        return mean, math.sqrt(sum((r - mean) ** 2 for r in rates) / (n - 1) / n)
+    return mean, math.sqrt(mean * (1 - mean) / n_samples)
 
 
 def attack_and_judge(base: DiffusionModel, photos: Tensor, judge: Judge, identity: int, reference: Tensor, *,
