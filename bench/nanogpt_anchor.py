@@ -4,6 +4,8 @@
     python bench/nanogpt_anchor.py --skip arm --mdm-seconds 900 --checkpoint-dir runs/moonshot --out \
         bench/results/nanogpt_moonshot_<gpu>.json       # the moonshot: how close does the MDM get in 15 min?
                                                         # (run it again after a time limit: it resumes)
+    python bench/nanogpt_anchor.py --skip arm --mdm-seconds 300 --mdm-set n_layers=8 d_model=512 n_heads=8 \
+        --out bench/results/nanogpt_moonshot_trial_8l512_h100.json   # a moonshot trial: another MDM recipe
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
 
 Tiny Shakespeare (char level, 90/10 split, through ``load_corpus("tinyshakespeare")``), nats per character on
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from field_settings import field_changes
 from minimdm.arm import loss_function, token_nll, train_kind
 from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
@@ -149,6 +152,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint-dir", default=None,
                         help="checkpoint every evaluation under DIR/<kind>; run the same command again to continue a "
                              "run that a time limit cut short (e.g. the 15-minute moonshot in 10-minute pieces)")
+    parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -163,6 +168,7 @@ def main(argv=None):
         arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, 8.0, 20, 20, 2, 64
     elif device.type != "cuda":
         sys.exit("no CUDA device: the anchor is a GPU benchmark (use --quick for a CPU smoke run)")
+    mdm_recipe = replace(mdm_recipe, **field_changes(mdm_recipe, args.mdm_set, "--mdm-set"))
     compile = device.type == "cuda"
     tokenizer, stream = prepare_data(arm_recipe)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

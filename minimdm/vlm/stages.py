@@ -49,6 +49,7 @@ class RecipeConfig:
     encoder_lr_scale: float = 0.2
     text_dialogues: int = 20000
     device: str = "cpu"
+    amp: bool = True  # bf16 autocast on CUDA in every stage (the trainer's default)
     progress: bool = False
 
 
@@ -84,7 +85,7 @@ def scale_learning_rate(module: nn.Module, scale: float) -> nn.Module:
 
 def _config(cfg: RecipeConfig, steps: int, lr: float, seed: int) -> TrainConfig:
     return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), seed=seed, device=cfg.device,
-                       progress=cfg.progress, log_every=max(1, steps // 10))
+                       amp=cfg.amp, progress=cfg.progress, log_every=max(1, steps // 10))
 
 
 def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tuple[DigitEncoder, TrainResult]:
