@@ -6,6 +6,7 @@
                                                         # (run it again after a time limit: it resumes)
     python bench/nanogpt_anchor.py --skip arm --mdm-seconds 300 --mdm-set n_layers=8 d_model=512 n_heads=8 \
         --out bench/results/nanogpt_moonshot_trial_8l512_h100.json   # a moonshot trial: another MDM recipe
+    python bench/nanogpt_anchor.py --skip arm --ema 0.999 ...  # also average the weights; both are evaluated
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
 
 Tiny Shakespeare (char level, 90/10 split, through ``load_corpus("tinyshakespeare")``), nats per character on
@@ -31,6 +32,7 @@ checkpoint (one per evaluation) left it when the same command runs again; a fini
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -100,7 +102,7 @@ def evaluate(kind, model, stream, windows, draws, seed=0) -> dict:
     return {"val": estimate.mean, "se": estimate.stderr}
 
 
-def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimizer, stream, vocab_size, log,
+def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_settings, stream, vocab_size, log,
              max_windows=None, checkpoint_dir=None):
     model = build_model(recipe, vocab_size, causal=kind == "arm").to(device)
     # The trainer gets the compiled wrapper itself (and compile=False), so the graphs compiled during the
@@ -116,10 +118,14 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimize
         f"schedule {recipe.steps} steps, budget {seconds:.0f} s" + (f", resuming {checkpoint_dir}" if resuming else ""))
     windows = stream.windows("val", max_windows)
 
+    calls = itertools.count()
+
     def eval_fn(_compiled):
         model.eval()
         metrics = evaluate(kind, model, stream, windows, draws)
-        log(f"[{kind}] val {metrics['val']:.4f} ± {metrics['se']:.4f}")
+        # with weight averaging the trainer evaluates the trained weights, then the averaged ones
+        label = "averaged weights " if "ema_decay" in trainer_settings and next(calls) % 2 else ""
+        log(f"[{kind}] {label}val {metrics['val']:.4f} ± {metrics['se']:.4f}")
         return metrics
 
     # The trainer's clock counts training only (not evaluations, not checkpoints), and a checkpoint at every
@@ -127,7 +133,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimize
     _, result = train_kind(recipe, kind, stream, vocab_size, device, progress=False, compile=False, model=forward,
                            max_seconds=seconds, eval_fn=eval_fn, eval_every=eval_every, checkpoint_dir=checkpoint_dir,
                            **({"log_every": eval_every, "checkpoint_every": eval_every if checkpoint_dir else 0}
-                              | optimizer))
+                              | trainer_settings))
     model.eval()
     curve = result.evals  # {"step", "seconds", "val", "se"}: the trainer's record, kept across resumes
     final = evaluate(kind, model, stream, windows, draws * 4, seed=1)  # a more precise last look
@@ -137,38 +143,53 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, optimize
     log(f"[{kind}] final after {final['seconds']:.1f} s of training ({result.step} steps, "
         f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}; lowest on the way "
         f"{best['val']:.4f} ± {best['se']:.4f} at {best['seconds']:.1f} s")
-    return {"recipe": asdict(recipe), "params_non_embedding": non_embedding_params(model),
-            "compile_seconds": compile_seconds, "step_seconds_measured": step_seconds, "steps_done": result.step,
-            "tokens_per_s": tokens_per_s, "curve": curve, "best": best, "final": final}
+    report = {"recipe": asdict(recipe), "params_non_embedding": non_embedding_params(model),
+              "compile_seconds": compile_seconds, "step_seconds_measured": step_seconds, "steps_done": result.step,
+              "tokens_per_s": tokens_per_s, "curve": curve, "best": best, "final": final}
+    if result.ema_weights is not None:  # the same look at the averaged weights
+        unknown = forward.load_state_dict(result.ema_weights, strict=False).unexpected_keys
+        assert not unknown, f"averaged weights that the model does not have: {unknown}"
+        report["final_ema"] = evaluate(kind, model, stream, windows, draws * 4, seed=1)
+        report["best_ema"] = min(curve, key=lambda point: point["ema_val"])
+        report["ema_decay"] = trainer_settings["ema_decay"]
+        log(f"[{kind}] averaged weights (decay {trainer_settings['ema_decay']}): final {report['final_ema']['val']:.4f} ± "
+            f"{report['final_ema']['se']:.4f}; lowest on the way {report['best_ema']['ema_val']:.4f} at "
+            f"{report['best_ema']['seconds']:.1f} s")
+    return report
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, a few seconds each")
     parser.add_argument("--arm-seconds", type=float, default=60.0)
-    parser.add_argument("--mdm-seconds", type=float, default=300.0)
+    parser.add_argument("--mdm-seconds", type=float, default=None, help="default 300 (8 with --quick)")
     parser.add_argument("--skip", choices=("arm", "mdm"), default=None, help="run only the other kind")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/nanogpt_anchor_<device>.json)")
     parser.add_argument("--checkpoint-dir", default=None,
                         help="checkpoint every evaluation under DIR/<kind>; run the same command again to continue a "
                              "run that a time limit cut short (e.g. the 15-minute moonshot in 10-minute pieces)")
+    parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                        help="MDM only: also average the weights (e.g. 0.999) and evaluate both")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     arm_recipe, mdm_recipe = NANOGPT_ARM, COURSE_MDM
-    arm_seconds, mdm_seconds, arm_every, mdm_every, draws = args.arm_seconds, args.mdm_seconds, 250, 500, 8
+    arm_seconds, mdm_seconds, arm_every, mdm_every, draws = args.arm_seconds, args.mdm_seconds or 300.0, 250, 500, 8
     max_windows = None  # all of them
     if args.quick:
         torch.set_num_threads(1)
         corpus = "tinyshakespeare" if (data_dir() / "tinyshakespeare.txt").exists() else "python_docs"
         arm_recipe = replace(arm_recipe, corpus=corpus, **QUICK_SHAPE)
         mdm_recipe = replace(mdm_recipe, corpus=corpus, **QUICK_SHAPE)
-        arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, 8.0, 20, 20, 2, 64
+        arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, args.mdm_seconds or 8.0, 20, 20, 2, 64
     elif device.type != "cuda":
         sys.exit("no CUDA device: the anchor is a GPU benchmark (use --quick for a CPU smoke run)")
-    mdm_recipe = replace(mdm_recipe, **field_changes(mdm_recipe, args.mdm_set, "--mdm-set"))
+    # both kinds see the same data and are scored on the same windows, and the MDM's steps follow from its time
+    # budget: those fields are the benchmark's own
+    mdm_recipe = replace(mdm_recipe, **field_changes(mdm_recipe, args.mdm_set, "--mdm-set", fixed=(
+        "corpus", "tokenizer", "seq_len", "steps", "eval_windows", "eval_draws")))
     compile = device.type == "cuda"
     tokenizer, stream = prepare_data(arm_recipe)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -187,7 +208,8 @@ def main(argv=None):
                                  checkpoint_for("arm"))
     if args.skip != "mdm":
         report["mdm"] = run_kind("mdm", mdm_recipe, mdm_seconds, device, compile, mdm_every, draws,
-                                 {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}, stream,
+                                 {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}
+                                 | ({"ema_decay": args.ema} if args.ema else {}), stream,
                                  tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"))
     tag = "quick" if args.quick else name.split()[-1].lower()
     out = Path(args.out or f"bench/results/nanogpt_anchor_{tag}.json")

@@ -12,6 +12,9 @@
 * **More than one process.** Under ``torchrun`` the same call trains data-parallel (``minimdm.distributed``):
   each process draws its own micro-batches of the step, DDP averages the gradients, rank 0 alone evaluates and
   writes checkpoints, and a checkpoint resumes under any number of processes.
+* **Weight averaging** (``ema_decay`` > 0): an exponential moving average of the weights is kept beside them,
+  evaluated beside them (``ema_``-prefixed metrics), saved in the checkpoint and returned in
+  ``TrainResult.ema_weights``; the model itself keeps the trained weights.
 * **Nothing lost to Ctrl-C.** An interrupt lets the step in progress finish, saves a checkpoint (with a
   ``checkpoint_dir``) and raises ``TrainingInterrupted``; calling ``train`` again resumes from it. A second
   Ctrl-C stops at once. Temporary files that a killed run left in the checkpoint folder are removed at start.
@@ -25,7 +28,7 @@ import re
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,6 +65,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     max_seconds: float | None = None  # stop early after this much training time
+    ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (WeightAverage)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -72,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"grad_accum={self.grad_accum} must be >= 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns weight averaging off)")
 
 
 @dataclass
@@ -81,6 +87,7 @@ class TrainResult:
     step: int = 0
     seconds: float = 0.0
     tokens: int = 0
+    ema_weights: dict[str, torch.Tensor] | None = None  # the averaged parameters, for model.load_state_dict(..., strict=False)
 
     @property
     def tokens_per_s(self) -> float:
@@ -94,6 +101,47 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point parameters, kept in float32 (Polyak averaging).
+
+    After optimizer step n = 1, 2, ...:  a <- d_n a + (1 - d_n) w,  with d_n = min(decay, (1 + n) / (10 + n)).
+    The warm-up of d_n keeps the first averages from leaning on the random initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        named = [(name, p) for name, p in model.named_parameters() if p.is_floating_point()]
+        self.decay, self.names, self.params = decay, [name for name, _ in named], [p for _, p in named]
+        self.average = [p.detach().float().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, n: int) -> None:
+        weight = 1 - min(self.decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(self.average, [p.float() for p in self.params], weight)
+
+    @contextmanager
+    def swapped_in(self):
+        """Inside the block the model holds the averaged weights; its own come back afterwards."""
+        own = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, own)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: a.detach().cpu().clone() for name, a in zip(self.names, self.average)}
+
+    def load(self, weights: dict[str, torch.Tensor], where) -> None:
+        missing = [name for name in self.names if name not in weights]
+        if missing:
+            raise ValueError(f"checkpoint {where} holds no weight average (it was trained with ema_decay=0): resume "
+                             "with ema_decay=0, or start afresh in another folder")
+        for name, a in zip(self.names, self.average):
+            a.copy_(weights[name])
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -230,9 +278,10 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     distributed.barrier(world)  # the folder exists (or its error was raised) before anyone reads it
     model.to(device)
     optimizer = make_optimizer(model, cfg)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     result, start_step = TrainResult(), 0
     if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / CHECKPOINT_FILE).exists():
-        start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer)
+        start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer, average)
     parallel_model = distributed.wrap(model, world)  # DDP copies rank 0's weights to every process
     forward_model = torch.compile(parallel_model) if cfg.compile else parallel_model
     use_amp = cfg.amp and device.type == "cuda"
@@ -281,6 +330,8 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
+            if average is not None:
+                average.update(done)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 # one device sync per log line, not per step; the loss is the mean over processes
                 loss_value, window_tokens = _over_ranks(step_loss, window_tokens, world, device)
@@ -296,12 +347,12 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
                 paused = time.perf_counter()
                 seconds = result.seconds + (paused - window_start)
                 if world.is_main:
-                    result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn)})
+                    result.evals.append({"step": done, "seconds": seconds, **_evaluate(model, eval_fn, average)})
                 distributed.barrier(world)
                 window_start += time.perf_counter() - paused  # evaluation time is not training time
             if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 paused, result.step = time.perf_counter(), done
-                _save(cfg, model, optimizer, result, world)
+                _save(cfg, model, optimizer, result, world, average)
                 window_start += time.perf_counter() - paused  # nor is writing a checkpoint
             stop = agreed(interrupt.requested, done)
             if stop:
@@ -316,11 +367,13 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
         result.tokens += window_tokens
     result.step = done
     if stop:
-        raise TrainingInterrupted(done, _save(cfg, model, optimizer, result, world))
+        raise TrainingInterrupted(done, _save(cfg, model, optimizer, result, world, average))
     evaluated = bool(result.evals) and result.evals[-1]["step"] == done  # e.g. a finished run, resumed
     if eval_fn is not None and not evaluated and world.is_main:
-        result.evals.append({"step": result.step, "seconds": result.seconds, **_evaluate(model, eval_fn)})
-    _save(cfg, model, optimizer, result, world)
+        result.evals.append({"step": result.step, "seconds": result.seconds, **_evaluate(model, eval_fn, average)})
+    _save(cfg, model, optimizer, result, world, average)
+    if average is not None:
+        result.ema_weights = average.weights()
     return result
 
 
@@ -334,20 +387,24 @@ def _over_ranks(step_loss, window_tokens: int, world, device) -> tuple[float, in
     return float(total[0]) / world.size, int(total[1])
 
 
-def _save(cfg: TrainConfig, model, optimizer, result: TrainResult, world) -> Path | None:
+def _save(cfg: TrainConfig, model, optimizer, result: TrainResult, world, average=None) -> Path | None:
     """Rank 0 writes the checkpoint; the others wait, so no one reads a file still being written."""
     if not cfg.checkpoint_dir:
         return None
     if world.is_main:
-        save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg)
+        save_checkpoint(cfg.checkpoint_dir, model, optimizer, result, cfg, average)
     distributed.barrier(world)
     return Path(cfg.checkpoint_dir) / CHECKPOINT_FILE
 
 
-def _evaluate(model, eval_fn) -> dict:
+def _evaluate(model, eval_fn, average: WeightAverage | None = None) -> dict:
+    """eval_fn's metrics of the model, and with weight averaging those of the averaged weights as ema_<name>."""
     model.eval()
     with torch.no_grad():
         metrics = dict(eval_fn(model))
+        if average is not None:
+            with average.swapped_in():
+                metrics |= {f"ema_{name}": value for name, value in eval_fn(model).items()}
     model.train()
     return metrics
 
@@ -372,11 +429,14 @@ def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: TrainResult, cfg: TrainConfig) -> Path:
+def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: TrainResult, cfg: TrainConfig,
+                    average: WeightAverage | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(optimizer))
+    if average is not None:
+        tensors.update({f"ema.{name}": value.contiguous() for name, value in average.weights().items()})
     state = {"step": result.step, "seconds": result.seconds, "tokens": result.tokens,
              "history": result.history, "evals": result.evals,
              "param_groups": optimizer.state_dict()["param_groups"]}
@@ -437,9 +497,11 @@ def _load_weights(directory, model, tensors: dict, config: dict | None) -> None:
                          ) from error
 
 
-def load_checkpoint(directory, model, optimizer=None) -> tuple[int, TrainResult]:
+def load_checkpoint(directory, model, optimizer=None, average: WeightAverage | None = None) -> tuple[int, TrainResult]:
     tensors, state, config = read_checkpoint(directory)
     _load_weights(directory, model, tensors, config)
+    if average is not None:
+        average.load({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}, directory)
     if optimizer is not None:
         optim_state: dict[int, dict] = {}
         for key, value in tensors.items():

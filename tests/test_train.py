@@ -106,3 +106,59 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
 def test_no_temporary_files_left_behind(tmp_path):
     train(fresh_model(), loss_fn, batch_fn, config(steps=5, checkpoint_dir=str(tmp_path), checkpoint_every=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "config.json"]
+
+
+def test_weight_average_follows_its_formula():
+    """a_n = d_n a_(n-1) + (1 - d_n) w_n with d_n = min(decay, (1 + n) / (10 + n)), a_0 = w_0, recomputed in float64
+    from the weights seen before every step."""
+    model, seen = fresh_model(), []
+
+    def recording(step):
+        seen.append({name: p.detach().double().clone() for name, p in model.named_parameters()})
+        return batch_fn(step)
+
+    result = train(model, loss_fn, recording, config(steps=30, ema_decay=0.9))
+    seen.append({name: p.detach().double().clone() for name, p in model.named_parameters()})  # w_30
+    expected = dict(seen[0])
+    for n in range(1, 31):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {name: d * expected[name] + (1 - d) * seen[n][name] for name in expected}
+    assert set(result.ema_weights) == set(expected)
+    for name, value in expected.items():
+        assert torch.allclose(result.ema_weights[name].double(), value, atol=1e-6), name
+    assert not torch.allclose(expected["head.weight"], seen[-1]["head.weight"], atol=1e-3)  # the average is not w_30
+
+
+def test_weight_average_is_evaluated_beside_the_weights_and_resumes_exactly(tmp_path):
+    def eval_fn(model):
+        return {"head_sum": model.head.weight.double().sum().item()}
+
+    plain = train(fresh_model(), loss_fn, batch_fn, config(ema_decay=0.95))
+    evaluated_model = fresh_model()
+    evaluated = train(evaluated_model, loss_fn, batch_fn, config(ema_decay=0.95, eval_every=10), eval_fn=eval_fn)
+    assert [h["loss"] for h in evaluated.history] == [h["loss"] for h in plain.history]  # swapping back is exact
+    last = evaluated.evals[-1]
+    assert last["head_sum"] == pytest.approx(evaluated_model.head.weight.double().sum().item())
+    assert last["ema_head_sum"] == pytest.approx(evaluated.ema_weights["head.weight"].double().sum().item())
+    assert last["ema_head_sum"] != pytest.approx(last["head_sum"])
+
+    def dies_at_step_23(step):
+        if step == 23:
+            raise Killed
+        return batch_fn(step)
+
+    with pytest.raises(Killed):
+        train(fresh_model(), loss_fn, dies_at_step_23, config(ema_decay=0.95, checkpoint_dir=str(tmp_path),
+                                                              checkpoint_every=10))
+    resumed = train(fresh_model(), loss_fn, batch_fn, config(ema_decay=0.95, checkpoint_dir=str(tmp_path),
+                                                             checkpoint_every=10))
+    for name, value in plain.ema_weights.items():
+        assert torch.equal(resumed.ema_weights[name], value), name
+
+
+def test_weight_average_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="ema_decay=1.*must lie in"):
+        config(ema_decay=1.0)
+    train(fresh_model(), loss_fn, batch_fn, config(steps=10, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="no weight average.*ema_decay=0"):
+        train(fresh_model(), loss_fn, batch_fn, config(steps=20, ema_decay=0.9, checkpoint_dir=str(tmp_path)))
