@@ -104,10 +104,11 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 class WeightAverage:
-    """An exponential moving average of a model's floating-point parameters, kept in float32 (Polyak averaging).
+    """An exponential moving average of a model's floating-point parameters, kept in float32.
 
     After optimizer step n = 1, 2, ...:  a <- d_n a + (1 - d_n) w,  with d_n = min(decay, (1 + n) / (10 + n)).
-    The warm-up of d_n keeps the first averages from leaning on the random initial weights.
+    The warm-up of d_n (as in TensorFlow's ExponentialMovingAverage with num_updates) keeps the first averages from
+    leaning on the random initial weights.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
