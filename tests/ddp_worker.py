@@ -24,7 +24,8 @@ def model():
 
 def config(grad_accum, checkpoint_dir=None):
     return TrainConfig(steps=STEPS, lr=3e-3, warmup_steps=4, log_every=1, progress=False, grad_accum=grad_accum,
-                       checkpoint_dir=checkpoint_dir, checkpoint_every=10 if checkpoint_dir else 0, device="cpu")
+                       checkpoint_dir=checkpoint_dir, checkpoint_every=10 if checkpoint_dir else 0, device="cpu",
+                       ema_decay=0.9)  # the weight average must follow the same run too
 
 
 def batch_fn(step):
@@ -40,7 +41,8 @@ class Killed(Exception):
 
 
 def run(grad_accum, checkpoint_dir=None, die_at=None):
-    """Train (resuming from checkpoint_dir if it holds a checkpoint); returns (loss history, final weights)."""
+    """Train (resuming from checkpoint_dir if it holds a checkpoint); returns (loss history, final weights and
+    their average, the latter named "ema.<name>")."""
     net = model()
 
     def batches(index):  # index counts micro-batches; die while preparing step die_at
@@ -49,7 +51,8 @@ def run(grad_accum, checkpoint_dir=None, die_at=None):
         return batch_fn(index)
 
     result = train(net, loss_fn, batches, config(grad_accum, checkpoint_dir))
-    return [h["loss"] for h in result.history], {k: v.tolist() for k, v in net.state_dict().items()}
+    weights = net.state_dict() | {f"ema.{k}": v for k, v in result.ema_weights.items()}
+    return [h["loss"] for h in result.history], {k: v.tolist() for k, v in weights.items()}
 
 
 if __name__ == "__main__":
