@@ -112,6 +112,8 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"decay={decay} must lie in (0, 1)")
         named = [(name, p) for name, p in model.named_parameters() if p.is_floating_point()]
         self.decay, self.names, self.params = decay, [name for name, _ in named], [p for _, p in named]
         self.average = [p.detach().float().clone() for p in self.params]

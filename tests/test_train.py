@@ -7,7 +7,8 @@ import torch
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.toys import MarkovChain
-from minimdm.train import CHECKPOINT_FILE, TrainConfig, learning_rate, load_model, read_checkpoint, train
+from minimdm.train import (CHECKPOINT_FILE, TrainConfig, WeightAverage, learning_rate, load_model, read_checkpoint,
+                           train)
 
 CHAIN = MarkovChain(vocab_size=8, concentration=0.3, seed=0)
 DATA = CHAIN.sample(2048, 16, torch.Generator().manual_seed(0))
@@ -159,6 +160,8 @@ def test_weight_average_is_evaluated_beside_the_weights_and_resumes_exactly(tmp_
 def test_weight_average_bad_input(tmp_path):
     with pytest.raises(ValueError, match="ema_decay=1.*must lie in"):
         config(ema_decay=1.0)
+    with pytest.raises(ValueError, match="decay=-0.5 must lie in"):
+        WeightAverage(fresh_model(), -0.5)
     train(fresh_model(), loss_fn, batch_fn, config(steps=10, checkpoint_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="no weight average.*ema_decay=0"):
         train(fresh_model(), loss_fn, batch_fn, config(steps=20, ema_decay=0.9, checkpoint_dir=str(tmp_path)))
