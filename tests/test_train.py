@@ -36,14 +36,15 @@ class Killed(Exception):
     pass
 
 
+def dies_at_step_23(step):
+    if step == 23:
+        raise Killed  # the process dies mid-run; the step-20 checkpoint survives
+    return batch_fn(step)
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     uninterrupted_model = fresh_model()
     uninterrupted = train(uninterrupted_model, loss_fn, batch_fn, config())
-
-    def dies_at_step_23(step):
-        if step == 23:
-            raise Killed  # the process dies mid-run; the step-20 checkpoint survives
-        return batch_fn(step)
 
     with pytest.raises(Killed):
         train(fresh_model(), loss_fn, dies_at_step_23, config(checkpoint_dir=str(tmp_path), checkpoint_every=10))
@@ -142,11 +143,6 @@ def test_weight_average_is_evaluated_beside_the_weights_and_resumes_exactly(tmp_
     assert last["head_sum"] == pytest.approx(evaluated_model.head.weight.double().sum().item())
     assert last["ema_head_sum"] == pytest.approx(evaluated.ema_weights["head.weight"].double().sum().item())
     assert last["ema_head_sum"] != pytest.approx(last["head_sum"])
-
-    def dies_at_step_23(step):
-        if step == 23:
-            raise Killed
-        return batch_fn(step)
 
     with pytest.raises(Killed):
         train(fresh_model(), loss_fn, dies_at_step_23, config(ema_decay=0.95, checkpoint_dir=str(tmp_path),
