@@ -128,7 +128,16 @@ def tiny_setup():
     return model, loss_fn, lambda step: data[torch.randint(0, 64, (4,))]
 
 
-def test_ctrl_c_saves_and_resuming_matches_an_uninterrupted_run(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test. A shell starts background jobs with SIGINT ignored, and train
+    rightly leaves an ignored SIGINT alone; these tests need the interactive default, wherever pytest was launched."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_saves_and_resuming_matches_an_uninterrupted_run(tmp_path, python_sigint):
     config = dict(steps=8, lr=1e-2, warmup_steps=2, progress=False, log_every=2, device="cpu")
     model, loss_fn, batch_fn = tiny_setup()
     train(model, loss_fn, batch_fn, TrainConfig(**config))
@@ -150,7 +159,7 @@ def test_ctrl_c_saves_and_resuming_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(second.state_dict()[name], value), name
 
 
-def test_cli_ctrl_c_keeps_the_run_and_the_same_command_resumes(tmp_path, capsys, monkeypatch):
+def test_cli_ctrl_c_keeps_the_run_and_the_same_command_resumes(tmp_path, capsys, monkeypatch, python_sigint):
     calls = []
 
     def interrupting_loss(*args):
