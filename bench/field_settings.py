@@ -14,5 +14,11 @@ def field_changes(config, settings: list[str], option: str, fixed: tuple[str, ..
         name, _, value = setting.partition("=")
         if not value or name not in names:
             raise SystemExit(f"{option} {setting!r}: expected FIELD=VALUE with FIELD one of {names}")
-        changes[name] = type(getattr(config, name))(value)
+        kind = type(getattr(config, name))
+        if kind is bool:  # bool("False") is True: read the word instead
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"{option} {setting!r}: {name} takes true or false")
+            changes[name] = value.lower() in ("true", "1")
+        else:
+            changes[name] = kind(value)
     return changes

@@ -249,6 +249,33 @@ def test_lower_learning_rate_by_a_parameter_multiplier():
     assert torch.allclose((layer.weight - before).abs(), torch.full_like(before, 0.001), rtol=1e-3)
 
 
+def test_the_multiplier_is_set_once_and_shared_by_every_tuning_copy():
+    """build_model scales the encoder once; visual tuning works on copies of the same classes (so a compiled
+    forward is reused) and never scales again: the weights in use stay the frozen encoder's."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    from minimdm.vlm.stages import RecipeConfig, build_model, tune_all
+
+    cfg = RecipeConfig(d_model=16, n_layers=1, n_heads=2, encoder_width=8, batch_size=4, tune_steps=1)
+    encoder = freeze(DigitEncoder(8).eval())
+    model = build_model(encoder, TOKENIZER, cfg, "bidirectional")
+    assert parametrize.is_parametrized(model.encoder.conv1) and not parametrize.is_parametrized(encoder.conv1)
+    for path, original in encoder.named_modules():
+        module = model.encoder.get_submodule(path)
+        for name, weight in original.named_parameters(recurse=False):
+            assert torch.allclose(getattr(module, name), weight)
+            stored = module.parametrizations[name].original
+            assert torch.allclose(stored, weight / cfg.encoder_lr_scale)
+    tuned = copy.deepcopy(model)
+    assert [type(m) for m in tuned.modules()] == [type(m) for m in model.modules()]
+    data = load_digit_images()
+    pool = encode_dialogues(TOKENIZER, make_dialogues(data, data.train_index[:8], 8, seed=0))
+    tune_all(tuned, pool, data, cfg)
+    assert len(tuned.encoder.conv1.parametrizations.weight) == 1  # not scaled twice
+
+
 # --- errors -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("images, message", [

@@ -50,6 +50,7 @@ class RecipeConfig:
     text_dialogues: int = 20000
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA in every stage (the trainer's default)
+    compile: bool = False  # torch.compile the model in every stage (pays off on a GPU, where a step is launch-bound)
     progress: bool = False
 
 
@@ -85,7 +86,7 @@ def scale_learning_rate(module: nn.Module, scale: float) -> nn.Module:
 
 def _config(cfg: RecipeConfig, steps: int, lr: float, seed: int) -> TrainConfig:
     return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), seed=seed, device=cfg.device,
-                       amp=cfg.amp, progress=cfg.progress, log_every=max(1, steps // 10))
+                       amp=cfg.amp, compile=cfg.compile, progress=cfg.progress, log_every=max(1, steps // 10))
 
 
 def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tuple[DigitEncoder, TrainResult]:
@@ -104,13 +105,18 @@ def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tup
 
 def build_model(encoder: DigitEncoder, tokenizer: DialogueTokenizer, cfg: RecipeConfig, attention: str,
                 seed: int = 0) -> VisionLanguageModel:
-    """A fresh LM (causal for the AR control) and connector around a copy of the frozen encoder."""
+    """A fresh LM (causal for the AR control) and connector around a copy of the frozen encoder.
+
+    The copy's weights get the learning-rate multiplier of stage 3 here, once: every later copy of this model shares
+    its (parametrized) classes, so a compiled forward is reused across tuning runs instead of recompiled.
+    """
     torch.manual_seed(seed)
     causal = attention == "causal"
     lm = Transformer(TransformerConfig(vocab_size=tokenizer.vocab_size, n_layers=cfg.n_layers, d_model=cfg.d_model,
                                        n_heads=cfg.n_heads, max_len=128, causal=causal, mask_token=not causal))
-    return VisionLanguageModel(freeze(copy.deepcopy(encoder)), lm, image_id=tokenizer.image_id,
-                               user_id=tokenizer.user_id, pad_id=tokenizer.pad_id, attention=attention).to(cfg.device)
+    vision = scale_learning_rate(freeze(copy.deepcopy(encoder)), cfg.encoder_lr_scale)
+    return VisionLanguageModel(vision, lm, image_id=tokenizer.image_id, user_id=tokenizer.user_id,
+                               pad_id=tokenizer.pad_id, attention=attention).to(cfg.device)
 
 
 def loss_for(model: VisionLanguageModel):
@@ -149,11 +155,10 @@ def align_connector(model: VisionLanguageModel, tokenizer: DialogueTokenizer, da
 
 def tune_all(model: VisionLanguageModel, pool: EncodedDialogues, data: DigitImages, cfg: RecipeConfig,
              seed: int = 0, fraction: float = 1.0) -> TrainResult:
-    """Stage 3: everything trains on the first ``fraction`` of the visual dialogues, the encoder more slowly."""
+    """Stage 3: everything trains on the first ``fraction`` of the visual dialogues, the encoder more slowly
+    (``build_model`` gave its weights the multiplier ``cfg.encoder_lr_scale``)."""
     freeze(model, False)
     freeze(model.encoder.classifier)  # the classifier head is not part of the vision tower's features
-    if not parametrize.is_parametrized(model.encoder.conv1):
-        scale_learning_rate(model.encoder, cfg.encoder_lr_scale)
     return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size, fraction),
                  _config(cfg, cfg.tune_steps, cfg.tune_lr, seed))
 
