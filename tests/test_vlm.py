@@ -250,8 +250,8 @@ def test_lower_learning_rate_by_a_parameter_multiplier():
 
 
 def test_the_multiplier_is_set_once_and_shared_by_every_tuning_copy():
-    """build_model scales the encoder once; visual tuning works on copies of the same classes (so a compiled
-    forward is reused) and never scales again: the weights in use stay the frozen encoder's."""
+    """build_model scales the encoder once; visual tuning works on copies of the same classes and never scales
+    again: the weights in use stay the frozen encoder's."""
     import copy
 
     from torch.nn.utils import parametrize

@@ -50,7 +50,6 @@ class RecipeConfig:
     text_dialogues: int = 20000
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA in every stage (the trainer's default)
-    compile: bool = False  # torch.compile the model in every stage (pays off on a GPU, where a step is launch-bound)
     progress: bool = False
 
 
@@ -86,7 +85,7 @@ def scale_learning_rate(module: nn.Module, scale: float) -> nn.Module:
 
 def _config(cfg: RecipeConfig, steps: int, lr: float, seed: int) -> TrainConfig:
     return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), seed=seed, device=cfg.device,
-                       amp=cfg.amp, compile=cfg.compile, progress=cfg.progress, log_every=max(1, steps // 10))
+                       amp=cfg.amp, progress=cfg.progress, log_every=max(1, steps // 10))
 
 
 def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tuple[DigitEncoder, TrainResult]:
@@ -107,8 +106,8 @@ def build_model(encoder: DigitEncoder, tokenizer: DialogueTokenizer, cfg: Recipe
                 seed: int = 0) -> VisionLanguageModel:
     """A fresh LM (causal for the AR control) and connector around a copy of the frozen encoder.
 
-    The copy's weights get the learning-rate multiplier of stage 3 here, once: every later copy of this model shares
-    its (parametrized) classes, so a compiled forward is reused across tuning runs instead of recompiled.
+    The copy's weights get the learning-rate multiplier of stage 3 here, once, so every later copy of this model
+    (one per tuning run) shares its parametrized classes.
     """
     torch.manual_seed(seed)
     causal = attention == "causal"
