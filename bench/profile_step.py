@@ -3,8 +3,8 @@
     python bench/profile_step.py                 # batch 512, MDM and ARM, the nanoGPT shakespeare_char shape
     python bench/profile_step.py --batch 64
 
-Both networks are compiled (``torch.compile``), trained in bf16 autocast with fused AdamW and gradient clipping, as
-in ``bench/train_throughput.py``'s plain loop. After 30 warm-up steps, 20 steps are timed on the wall clock and 10 are
+Both networks are compiled (``torch.compile``), trained in bf16 autocast with fused AdamW and gradient clipping, by
+``bench/train_throughput.py``'s ``plain_step``. After 30 warm-up steps, 20 steps are timed on the wall clock and 10 are
 recorded by ``torch.profiler``; every CUDA kernel's time is summed per step and sorted into matmuls, attention,
 Triton kernels (what the compiler fused: norms, activations, RoPE, residual adds, casts) and the optimizer. When
 the kernel time is close to the wall time the GPU is never idle, and launch-overhead levers (CUDA graphs, fewer host
@@ -20,8 +20,7 @@ import torch
 
 import gpt2_reference
 from minimdm.arm import loss_function
-from minimdm.train import TrainConfig, make_optimizer
-from train_throughput import SHAPES, build, random_batches
+from train_throughput import SHAPES, build, plain_step, random_batches
 
 MATMUL = ("gemm", "nvjet", "cutlass", "sm90_xmma", "ampere_bf16", "cublas")
 ATTENTION = ("flash", "fmha", "attention")
@@ -41,16 +40,10 @@ def category(kernel: str) -> str:
 
 
 def profile(model, loss_fn, batch_fn, top: int) -> None:
-    forward = torch.compile(model)
-    optimizer = make_optimizer(model, TrainConfig(steps=100, lr=1e-3, warmup_steps=10))
+    plain = plain_step(model, loss_fn, torch.device("cuda"), compile_model=True)
 
     def step(i):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(forward, batch_fn(i))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        plain(batch_fn(i))
 
     for i in range(30):
         step(i)

@@ -51,24 +51,33 @@ def random_batches(vocab, batch, seq_len, device):
     return batch_fn
 
 
-def reference_loop(model, loss_fn, batch_fn, steps, device, compile_model):
-    """The plain loop: forward, loss, backward, clip, fused AdamW. Returns tokens/s of the timed half."""
-    cfg = TrainConfig(steps=steps, lr=1e-3, warmup_steps=10)
-    optimizer = make_optimizer(model, cfg)
+def plain_step(model, loss_fn, device, compile_model, steps=100):
+    """One step of the plain loop as a function of the batch: forward, loss, backward, clip, fused AdamW."""
+    optimizer = make_optimizer(model, TrainConfig(steps=steps, lr=1e-3, warmup_steps=10))
     forward = torch.compile(model) if compile_model else model
     use_amp = device.type == "cuda"
-    timed_from, tokens, start = steps // 2, 0, None
-    for step in range(steps):
-        if step == timed_from:
-            sync(device)
-            start = time.perf_counter()
-        x0 = batch_fn(step)
+
+    def step(x0):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = loss_fn(forward, x0)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def reference_loop(model, loss_fn, batch_fn, steps, device, compile_model):
+    """The plain loop (``plain_step`` over ``steps`` batches). Returns tokens/s of the timed half."""
+    step_on = plain_step(model, loss_fn, device, compile_model, steps)
+    timed_from, tokens, start = steps // 2, 0, None
+    for step in range(steps):
+        if step == timed_from:
+            sync(device)
+            start = time.perf_counter()
+        x0 = batch_fn(step)
+        step_on(x0)
         if step >= timed_from:
             tokens += x0.numel()
     sync(device)
