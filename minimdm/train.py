@@ -268,6 +268,20 @@ def _process_alive(pid: int, path: Path) -> bool:
     return True
 
 
+def _guard_every_parameter(compiling: bool):
+    """Make torch.compile check each parameter's ``requires_grad`` before it reuses a compiled graph.
+
+    By default it skips the checks on a module's tensors while the module's ``__dict__`` is unchanged, and
+    ``requires_grad_`` leaves the ``__dict__`` alone. A model compiled in one training stage and then partly unfrozen
+    for the next would rerun the old graph, and the unfrozen parameters would get no gradient (seen with torch 2.11 on
+    an H100: notebook 07's tuning stage trained only the connector it had aligned).
+    """
+    options = torch._dynamo.config
+    if not compiling or not hasattr(options, "skip_tensor_guards_with_matching_dict_tags"):
+        return nullcontext()
+    return options.patch(skip_tensor_guards_with_matching_dict_tags=False)
+
+
 def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=None,
           resume: bool = True) -> TrainResult:
     """Train ``model`` in place; resume from ``cfg.checkpoint_dir`` when a checkpoint is there."""
@@ -303,7 +317,7 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
             return flag
         return at_step % cfg.log_every == 0 and distributed.any_rank(flag, world, device)
 
-    with _DeferredInterrupt() as interrupt:
+    with _DeferredInterrupt() as interrupt, _guard_every_parameter(cfg.compile):
         for step in bar:
             out_of_time = cfg.max_seconds is not None and \
                 result.seconds + (time.perf_counter() - window_start) > cfg.max_seconds

@@ -161,3 +161,28 @@ def test_weight_average_bad_input(tmp_path):
     train(fresh_model(), loss_fn, batch_fn, config(steps=10, checkpoint_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="no weight average.*ema_decay=0"):
         train(fresh_model(), loss_fn, batch_fn, config(steps=20, ema_decay=0.9, checkpoint_dir=str(tmp_path)))
+
+
+def two_stage_run(compile: bool, device: str = "cpu") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Stage 1 trains only the last layer, stage 2 every layer, the same model object throughout (as notebook 07's
+    stages do); returns the weights before and after."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(device)
+    x, y = torch.randn(64, 4, device=device), torch.randn(64, 1, device=device)
+    start = [p.detach().clone() for p in net.parameters()]
+    squared_error = lambda model, batch: ((model(batch[0]) - batch[1]) ** 2).mean()  # noqa: E731
+    stage = config(steps=3, warmup_steps=0, lr=1e-2, compile=compile, device=device, amp=False)
+    net[0].requires_grad_(False)
+    train(net, squared_error, lambda step: (x, y), stage)
+    net[0].requires_grad_(True)
+    train(net, squared_error, lambda step: (x, y), stage)
+    return start, [p.detach().clone() for p in net.parameters()]
+
+
+def test_a_compiled_model_unfrozen_between_stages_trains_what_was_unfrozen():
+    # a graph compiled while the first layer was frozen must not be reused once it is not
+    start, eager = two_stage_run(compile=False)
+    _, compiled = two_stage_run(compile=True)
+    assert not torch.equal(eager[0], start[0])  # stage 2 moved the first layer
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
