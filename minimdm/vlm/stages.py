@@ -50,6 +50,7 @@ class RecipeConfig:
     text_dialogues: int = 20000
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA in every stage (the trainer's default)
+    compile: bool = False  # torch.compile the model in every stage (pays off on a GPU, where small steps are launch-bound)
     progress: bool = False
 
 
@@ -85,7 +86,7 @@ def scale_learning_rate(module: nn.Module, scale: float) -> nn.Module:
 
 def _config(cfg: RecipeConfig, steps: int, lr: float, seed: int) -> TrainConfig:
     return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), seed=seed, device=cfg.device,
-                       amp=cfg.amp, progress=cfg.progress, log_every=max(1, steps // 10))
+                       amp=cfg.amp, compile=cfg.compile, progress=cfg.progress, log_every=max(1, steps // 10))
 
 
 def pretrain_encoder(data: DigitImages, cfg: RecipeConfig, seed: int = 0) -> tuple[DigitEncoder, TrainResult]:
