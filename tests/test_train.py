@@ -180,7 +180,8 @@ def two_stage_run(compile: bool, device: str = "cpu") -> tuple[list[torch.Tensor
 
 
 def test_a_compiled_model_unfrozen_between_stages_trains_what_was_unfrozen():
-    # a graph compiled while the first layer was frozen must not be reused once it is not
+    # a graph compiled while the first layer was frozen must not be reused once it is not; with torch 2.11 and
+    # without the trainer's guard option this fails on the CPU and on CUDA (the first layer stays where it was)
     start, eager = two_stage_run(compile=False)
     _, compiled = two_stage_run(compile=True)
     assert not torch.equal(eager[0], start[0])  # stage 2 moved the first layer
