@@ -50,7 +50,8 @@ class RecipeConfig:
     text_dialogues: int = 20000
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA in every stage (the trainer's default)
-    compile: bool = False  # torch.compile the model in every stage (pays off on a GPU, where small steps are launch-bound)
+    compile: bool = False  # torch.compile in every stage; each stage compiles afresh, which in notebook 07 on an H100
+    # cost more time than the faster steps saved (bench/results/vlm_repeats_h100.txt, wave 7)
     progress: bool = False
 
 
