@@ -29,7 +29,7 @@ from minimdm.vlm.sampling import evaluate
 from minimdm.vlm.stages import RecipeConfig, build_model, pretrain_encoder, pretrain_text, visual_tuning
 
 NOTEBOOK_GPU_RECIPE = RecipeConfig(d_model=128, n_layers=4, n_heads=4, batch_size=1024, encoder_steps=600,
-                                   text_steps=800, align_steps=60, tune_steps=400, lr=2e-3, tune_lr=1e-3,
+                                   text_steps=400, align_steps=60, tune_steps=450, lr=2e-3, tune_lr=2e-3,
                                    text_dialogues=30000)
 QUICK_SIZES = dict(d_model=32, n_layers=1, batch_size=16, encoder_steps=5, text_steps=3, align_steps=2, tune_steps=3,
                    text_dialogues=300)
