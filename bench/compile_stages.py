@@ -22,14 +22,7 @@ from minimdm.train import _guard_every_parameter
 from minimdm.vlm.dialogues import (DialogueTokenizer, batch_sampler, encode_dialogues, load_digit_images,
                                    make_dialogues, text_dialogues)
 from minimdm.vlm.loss import mdm_dialogue_loss
-from minimdm.vlm.stages import RecipeConfig, build_model, freeze, pretrain_encoder
-
-TRAINABLE = {  # what each stage unfreezes (stages.py: pretrain_text, align_connector, tune_all)
-    "text": lambda m: freeze(m.lm, False),
-    "alignment": lambda m: freeze(m.connector, False),
-    "tuning": lambda m: (freeze(m, False), freeze(m.encoder.classifier)),
-}
-
+from minimdm.vlm.stages import RecipeConfig, build_model, pretrain_encoder, train_only
 
 def loss_and_grads(net, model, batch, device, seed):
     model.zero_grad(set_to_none=True)
@@ -57,8 +50,7 @@ def main():
     print("stage      | loss eager | loss compiled | params with grad (eager / compiled) | worst relative grad gap")
     worst_gap, missing_any = 0.0, False
     for stage in ("text", "alignment", "tuning", "alignment", "tuning"):
-        freeze(model)
-        TRAINABLE[stage](model)
+        train_only(model, stage)
         compiled = torch.compile(model)  # a fresh wrapper per stage, as train() makes one per call
         pool, images = pools["text" if stage == "text" else "images"]
         sample = batch_sampler(pool, images, args.batch_size)

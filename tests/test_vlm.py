@@ -13,7 +13,7 @@ from minimdm.vlm.encoder import DigitEncoder
 from minimdm.vlm.loss import ar_dialogue_loss, mask_answers, masked_answer_loss, mdm_dialogue_loss
 from minimdm.vlm.model import VisionLanguageModel, attention_mask, bind_images, turn_ids
 from minimdm.vlm.sampling import accuracy_by_kind, converse
-from minimdm.vlm.stages import freeze, scale_learning_rate
+from minimdm.vlm.stages import freeze, scale_learning_rate, train_only
 
 TOKENIZER = DialogueTokenizer()
 
@@ -181,6 +181,21 @@ def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
     mdm_dialogue_loss(model, batch).backward()
     assert all(q.grad is None for q in model.encoder.parameters())
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.connector.parameters())
+
+
+
+def test_each_stage_trains_what_the_paper_trains():
+    model = tiny_vlm()
+    head = set(model.encoder.classifier.parameters())
+    parts = {"lm": list(model.lm.parameters()), "connector": list(model.connector.parameters()),
+             "encoder features": [q for q in model.encoder.parameters() if q not in head], "classifier head": head}
+    expected = {"text": {"lm"}, "alignment": {"connector"}, "tuning": {"lm", "connector", "encoder features"}}
+    for stage, trained in expected.items():
+        train_only(model, stage)
+        for name, params in parts.items():
+            assert params and all(q.requires_grad == (name in trained) for q in params), (stage, name)
+    with pytest.raises(ValueError, match="stage='pretraining'"):
+        train_only(model, "pretraining")
 
 
 # --- attention masks --------------------------------------------------------------------------------------

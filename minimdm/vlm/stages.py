@@ -61,6 +61,23 @@ def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
     return module
 
 
+STAGES = ("text", "alignment", "tuning")
+
+
+def train_only(model: VisionLanguageModel, stage: str) -> None:
+    """Set which parameters ``stage`` trains: text -> the LM; alignment -> the connector; tuning -> everything but
+    the encoder's classifier head (not part of the vision tower's features)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r}: allowed values are {STAGES}")
+    freeze(model, stage != "tuning")
+    if stage == "text":
+        freeze(model.lm, False)
+    elif stage == "alignment":
+        freeze(model.connector, False)
+    else:
+        freeze(model.encoder.classifier)
+
+
 class _Scaled(nn.Module):
     """W = s W' (forward) and W' = W / s (right inverse, applied once when registered)."""
 
@@ -128,8 +145,7 @@ def loss_for(model: VisionLanguageModel):
 def pretrain_text(model: VisionLanguageModel, tokenizer: DialogueTokenizer, cfg: RecipeConfig,
                   seed: int = 0) -> TrainResult:
     """Stage 1: only the language model trains, on text dialogues (captions written where the image goes)."""
-    freeze(model)
-    freeze(model.lm, False)
+    train_only(model, "text")
     pool = encode_dialogues(tokenizer, text_dialogues(cfg.text_dialogues, seed=seed))
     return train(model, loss_for(model), batch_sampler(pool, None, cfg.batch_size),
                  _config(cfg, cfg.text_steps, cfg.lr, seed))
@@ -147,8 +163,7 @@ def caption_pool(tokenizer: DialogueTokenizer, data: DigitImages, seed: int = 0)
 def align_connector(model: VisionLanguageModel, tokenizer: DialogueTokenizer, data: DigitImages, cfg: RecipeConfig,
                     seed: int = 0) -> TrainResult:
     """Stage 2: only the connector trains, on image captions (LLaDA-V's LLaVA-Pretrain stage)."""
-    freeze(model)
-    freeze(model.connector, False)
+    train_only(model, "alignment")
     pool = caption_pool(tokenizer, data, seed)
     return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size),
                  _config(cfg, cfg.align_steps, cfg.align_lr, seed))
@@ -158,8 +173,7 @@ def tune_all(model: VisionLanguageModel, pool: EncodedDialogues, data: DigitImag
              seed: int = 0, fraction: float = 1.0) -> TrainResult:
     """Stage 3: everything trains on the first ``fraction`` of the visual dialogues, the encoder more slowly
     (``build_model`` gave its weights the multiplier ``cfg.encoder_lr_scale``)."""
-    freeze(model, False)
-    freeze(model.encoder.classifier)  # the classifier head is not part of the vision tower's features
+    train_only(model, "tuning")
     return train(model, loss_for(model), batch_sampler(pool, data, cfg.batch_size, fraction),
                  _config(cfg, cfg.tune_steps, cfg.tune_lr, seed))
 
