@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -74,10 +75,10 @@ def setup(device: torch.device) -> tuple[torch.device, World]:
 
 
 def _leave_together() -> None:
-    """At exit: wait for the others, then close the group. A process that leaves while a peer still holds its gloo
-    connection can abort ("terminate called without an active exception")."""
+    """At exit: wait for the others (a process that leaves while a peer still reads its gloo connection can abort
+    that peer), then close the group."""
     if dist.is_initialized():
-        dist.barrier()
+        barrier(current_world())
         dist.destroy_process_group()
 
 
@@ -101,8 +102,20 @@ class _DataParallel(DistributedDataParallel):
 def sum_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
     if world.size > 1:
         values = values.clone()
-        dist.all_reduce(values)
+        _all_reduce(values)
     return values
+
+
+def _all_reduce(values: torch.Tensor) -> None:
+    """Sum ``values`` over processes in place; under gloo, return only once gloo's worker thread has let go of them.
+    That thread takes the GIL to drop its reference to a tensor Python knows; if the interpreter is already shutting
+    down by then, the process aborts ("terminate called without an active exception"). So no collective of ours may
+    still be in flight when a process exits (a gloo barrier would hold one too, until it is itself dropped)."""
+    dist.all_reduce(values)
+    if dist.get_backend() == "gloo":
+        give_up = time.monotonic() + 1.0
+        while values._use_count() > 1 and time.monotonic() < give_up:
+            time.sleep(1e-4)  # lets the worker thread take the GIL
 
 
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:
@@ -113,5 +126,7 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
 
 
 def barrier(world: World) -> None:
+    """Wait for every process: a one-number all-reduce (gloo's own barrier keeps hold of the collectives before it
+    until it is itself dropped, and none may be left in flight at exit: see ``_all_reduce``)."""
     if world.size > 1:
-        dist.barrier()
+        _all_reduce(torch.zeros(1, device="cuda" if dist.get_backend() == "nccl" else "cpu"))
