@@ -100,22 +100,19 @@ class _DataParallel(DistributedDataParallel):
 
 
 def sum_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
-    if world.size > 1:
-        values = values.clone()
-        _all_reduce(values)
-    return values
-
-
-def _all_reduce(values: torch.Tensor) -> None:
-    """Sum ``values`` over processes in place; under gloo, return only once gloo's worker thread has let go of them.
-    That thread takes the GIL to drop its reference to a tensor Python knows; if the interpreter is already shutting
-    down by then, the process aborts ("terminate called without an active exception"). So no collective of ours may
-    still be in flight when a process exits (a gloo barrier would hold one too, until it is itself dropped)."""
+    """The sum of ``values`` over processes (a new tensor). Under gloo it returns only once gloo's worker thread has
+    let go of the tensor: that thread takes the GIL to drop its reference, and if the interpreter is already shutting
+    down by then the process aborts ("terminate called without an active exception"). So no collective of ours is
+    ever left in flight when a process exits."""
+    if world.size == 1:
+        return values
+    values = values.clone()
     dist.all_reduce(values)
     if dist.get_backend() == "gloo":
         give_up = time.monotonic() + 1.0
         while values._use_count() > 1 and time.monotonic() < give_up:
             time.sleep(1e-4)  # lets the worker thread take the GIL
+    return values
 
 
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:
@@ -126,7 +123,9 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
 
 
 def barrier(world: World) -> None:
-    """Wait for every process: a one-number all-reduce (gloo's own barrier keeps hold of the collectives before it
-    until it is itself dropped, and none may be left in flight at exit: see ``_all_reduce``)."""
+    """Wait for every process: each reads back a sum that needs every process's part (``.item()`` also makes the
+    host wait under NCCL, where a collective alone only queues work on the GPU). Not gloo's own barrier: that keeps
+    hold of the collectives before it until it is itself dropped, and none may be in flight at exit (see
+    ``sum_over_ranks``)."""
     if world.size > 1:
-        _all_reduce(torch.zeros(1, device="cuda" if dist.get_backend() == "nccl" else "cpu"))
+        sum_over_ranks(torch.zeros(1, device="cuda" if dist.get_backend() == "nccl" else "cpu"), world).item()
