@@ -15,7 +15,7 @@ from minimdm import distributed
 CALLS = 300
 
 if __name__ == "__main__":
-    device, world = distributed.setup(torch.device("cpu"))
+    _, world = distributed.setup(torch.device("cpu"))
     held, wrong = 0, 0
     for call in range(CALLS):
         total = distributed.sum_over_ranks(torch.tensor([float(world.rank + call)]), world)
