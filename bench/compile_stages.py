@@ -24,6 +24,7 @@ from minimdm.vlm.dialogues import (DialogueTokenizer, batch_sampler, encode_dial
 from minimdm.vlm.loss import mdm_dialogue_loss
 from minimdm.vlm.stages import RecipeConfig, build_model, pretrain_encoder, train_only
 
+
 def loss_and_grads(net, model, batch, device, seed):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same masks for both

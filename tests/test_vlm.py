@@ -183,7 +183,6 @@ def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.connector.parameters())
 
 
-
 def test_each_stage_trains_what_the_paper_trains():
     model = tiny_vlm()
     head = set(model.encoder.classifier.parameters())
