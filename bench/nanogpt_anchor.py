@@ -47,6 +47,7 @@ from field_settings import field_changes
 from minimdm.arm import loss_function, token_nll, train_kind
 from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
+from minimdm.radd import ordered_nll
 from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
 from minimdm.train import CHECKPOINT_FILE, read_checkpoint
 
@@ -119,13 +120,16 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     windows = stream.windows("val", max_windows)
 
     calls = itertools.count()
+    kept = {}  # "trained" / "averaged" -> (val, weights) of its lowest look so far, as nanoGPT keeps its best checkpoint
 
     def eval_fn(_compiled):
         model.eval()
         metrics = evaluate(kind, model, stream, windows, draws)
         # with weight averaging the trainer evaluates the trained weights, then the averaged ones
-        label = "averaged weights " if "ema_decay" in trainer_settings and next(calls) % 2 else ""
-        log(f"[{kind}] {label}val {metrics['val']:.4f} ± {metrics['se']:.4f}")
+        label = "averaged" if "ema_decay" in trainer_settings and next(calls) % 2 else "trained"
+        log(f"[{kind}] {'averaged weights ' if label == 'averaged' else ''}val {metrics['val']:.4f} ± {metrics['se']:.4f}")
+        if kind == "mdm" and metrics["val"] < kept.get(label, (math.inf,))[0]:
+            kept[label] = (metrics["val"], {name: value.clone() for name, value in model.state_dict().items()})
         return metrics
 
     # The trainer's clock counts training only (not evaluations, not checkpoints), and a checkpoint at every
@@ -155,6 +159,19 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
         log(f"[{kind}] averaged weights (decay {trainer_settings['ema_decay']}): final {report['final_ema']['val']:.4f} ± "
             f"{report['final_ema']['se']:.4f}; lowest on the way {report['best_ema']['ema_val']:.4f} at "
             f"{report['best_ema']['seconds']:.1f} s")
+    if kind == "mdm":
+        # The same weights read as a left-to-right decoder: an exact NLL (RADD's AO-ARM view), one pass per character
+        nll = torch.cat([ordered_nll(model, chunk, model.mask_id) for chunk in windows.split(16)]) / windows.shape[1]
+        report["final_left_to_right"] = {"weights": "averaged" if result.ema_weights is not None else "trained",
+                                         "val": nll.mean().item(), "se": nll.std().item() / math.sqrt(len(nll))}
+        log(f"[{kind}] the same weights decoded left to right: exact NLL {nll.mean().item():.4f}")
+        # The kept best looks, scored again on the final look's masks: their curve value was picked as the lowest
+        # of many looks on one set of masks, so it reads low
+        for label, (_, weights) in kept.items():
+            model.load_state_dict(weights)
+            report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1)
+            log(f"[{kind}] kept best {label} weights, looked at again: {report[f'kept_best_{label}']['val']:.4f} ± "
+                f"{report[f'kept_best_{label}']['se']:.4f}")
     return report
 
 

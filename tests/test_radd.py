@@ -1,4 +1,5 @@
 """RADD (Ou et al. 2024, arXiv 2406.03736): exact checks against enumeration and the Markov oracle, no training."""
+import itertools
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from minimdm.mdm.elbo import elbo_over_orders, exact_elbo
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.radd import (LOSSES, GeometricSchedule, LogLinearSchedule, concrete_score_error, draw_reveal_steps,
-                          exact_loss_expectation, expected_nfe, get_loss, noisy_marginal, ordered_sample,
+                          exact_loss_expectation, expected_nfe, get_loss, noisy_marginal, ordered_nll, ordered_sample,
                           reveal_probabilities, tau_leaping_sample, zero_shot_perplexity)
 from minimdm.toys import EnumerableJoint, MarkovChain
 
@@ -275,3 +276,35 @@ def test_other_bad_arguments_are_named():
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+# --- the likelihood of one fixed order -----------------------------------------------------------------------
+
+
+def test_every_fixed_order_of_true_conditionals_gives_the_exact_log_likelihood():
+    chain = MarkovChain(vocab_size=3, concentration=0.5, seed=4)
+    x0 = chain.sample(5, 5, torch.Generator().manual_seed(0))
+    oracle, expected = chain.oracle_denoiser(), -chain.log_prob(x0)
+    for order in ("left_to_right", "right_to_left", torch.tensor([3, 0, 4, 2, 1])):
+        assert torch.allclose(ordered_nll(oracle, x0, mask_id=3, order=order, batch_size=7), expected, atol=1e-10)
+
+
+def test_fixed_orders_average_to_the_nelbo_and_differ_one_by_one():
+    denoiser, x0 = random_table_denoiser(), torch.tensor([[0, 2, 1, 1]])
+    per_order = torch.cat([ordered_nll(denoiser, x0, K, order=torch.tensor(order))
+                           for order in itertools.permutations(range(L))])
+    assert per_order.mean().item() == pytest.approx(elbo_over_orders(denoiser, x0[0], mask_id=K), abs=1e-9)
+    assert per_order.std().item() > 0.05  # inconsistent conditionals: each order is its own model
+
+
+def test_a_row_of_its_own_order_per_sequence_and_bad_orders_are_refused():
+    denoiser = random_table_denoiser()
+    x0 = torch.tensor([[0, 2, 1, 1], [1, 1, 0, 2]])
+    orders = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    both = ordered_nll(denoiser, x0, K, order=orders)
+    assert both[0] == ordered_nll(denoiser, x0[:1], K, order="left_to_right")[0]
+    assert both[1] == ordered_nll(denoiser, x0[1:], K, order="right_to_left")[0]
+    with pytest.raises(ValueError, match="order='random'"):
+        ordered_nll(denoiser, x0, K, order="random")
+    with pytest.raises(ValueError, match="permutation"):
+        ordered_nll(denoiser, x0, K, order=torch.tensor([0, 0, 1, 2]))

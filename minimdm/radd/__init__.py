@@ -10,8 +10,9 @@ One theorem and what follows from it:
   ``minimdm.mdm.elbo.elbo_over_orders``; ``exact_loss_expectation`` lets the tests compare against it).
 * **Caching.** c_theta has no t, so while x_t does not change its output can be reused: ``tau_leaping_sample``
   with cache=True draws exactly the same samples with E-NFE = N [1 - (1 - 1/N)^L] network calls.
-* ``ordered_sample`` decodes one position per call in a given order; ``zero_shot_perplexity`` is the
-  NELBO-per-token evaluator of RADD's zero-shot perplexity protocol.
+* ``ordered_sample`` decodes one position per call in a given order, and ``ordered_nll`` is the exact NLL of that
+  decoder for a fixed order; ``zero_shot_perplexity`` is the NELBO-per-token evaluator of RADD's zero-shot
+  perplexity protocol.
 
 Time-conditioned networks (``TransformerConfig(time_cond=True)``, the ablation) are told the noise level as the
 mask ratio lambda = 1 - alpha_t: any monotone function of t carries the same information.
@@ -20,7 +21,7 @@ Modules: ``score`` (schedules, concrete score), ``losses``, ``sampling``, ``perp
 """
 from minimdm.radd.losses import (LOSSES, KDCE, LambdaDCE, NoiseDraw, RADDLoss, TimeDCE, TimeDSE,
                                  exact_loss_expectation, get_loss)
-from minimdm.radd.perplexity import PerplexityResult, zero_shot_perplexity
+from minimdm.radd.perplexity import PerplexityResult, ordered_nll, zero_shot_perplexity
 from minimdm.radd.sampling import (ORDERS, SAMPLING_METHODS, RADDSampleResult, draw_reveal_steps, expected_nfe,
                                    ordered_sample, reveal_probabilities, tau_leaping_sample)
 from minimdm.radd.score import (GeometricSchedule, LogLinearSchedule, concrete_score, concrete_score_error,
@@ -29,7 +30,7 @@ from minimdm.radd.score import (GeometricSchedule, LogLinearSchedule, concrete_s
 
 __all__ = [
     "LOSSES", "KDCE", "LambdaDCE", "NoiseDraw", "RADDLoss", "TimeDCE", "TimeDSE", "exact_loss_expectation", "get_loss",
-    "PerplexityResult", "zero_shot_perplexity",
+    "PerplexityResult", "ordered_nll", "zero_shot_perplexity",
     "ORDERS", "SAMPLING_METHODS", "RADDSampleResult", "draw_reveal_steps", "expected_nfe", "ordered_sample",
     "reveal_probabilities", "tau_leaping_sample",
     "GeometricSchedule", "LogLinearSchedule", "concrete_score", "concrete_score_error", "conditional_logits",

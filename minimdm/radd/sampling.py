@@ -162,7 +162,7 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     return result
 
 
-def _order_tensor(order, batch_size: int, length: int, device, generator) -> torch.Tensor:
+def order_tensor(order, batch_size: int, length: int, device, generator) -> torch.Tensor:
     """The decoding order as (B, L) positions: a named order or a permutation (L,) or (B, L)."""
     if isinstance(order, str):
         if order not in ORDERS:
@@ -190,7 +190,7 @@ def ordered_sample(denoiser, *, mask_id: int, length: int | None = None, batch_s
     x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape
     device, nfe_per_row = x.device, result.nfe_per_row
-    order = _order_tensor(order, B, L, device, generator)
+    order = order_tensor(order, B, L, device, generator)
     # Step j fills position pi(j) and nothing else, so it is masked then iff it is masked now: which rows call
     # the network at each step is known up front (one transfer to the host, no waiting inside the loop).
     to_fill = (x.gather(1, order) == mask_id).T  # (L, B)
