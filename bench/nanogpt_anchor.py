@@ -22,7 +22,9 @@ all validation windows of 256 characters, both kinds on the *same* windows:
 * **MDM**, the same network without the causal mask, with the course's recipe (RoPE, dropout 0.2, batch 256,
   lr 2e-3, LLaDA's loss with stratified t); its cosine schedule is sized from a measured step time so that it
   ends when the time budget does. Reported: the NELBO (l-estimator, an upper bound on the NLL) with its
-  standard error. Target: <= 1.55 within 5 minutes.
+  standard error. Target: <= 1.55 within 5 minutes. The MDM's report also scores its final weights decoded left to
+  right, one character per call: an exact NLL, comparable with the ARM's (``final_left_to_right``; notebook 02), and
+  the weights of its lowest look, again on the final look's masks (``kept_best_trained`` / ``kept_best_averaged``).
 
 Time is training time, the trainer's own clock: evaluations and checkpoints are excluded, and ``torch.compile`` is
 warmed up before the clock starts (its compile time is reported separately). bf16 autocast and fused AdamW on
