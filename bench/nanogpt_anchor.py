@@ -25,6 +25,8 @@ all validation windows of 256 characters, both kinds on the *same* windows:
   standard error. Target: <= 1.55 within 5 minutes. The MDM's report also scores its final weights decoded left to
   right, one character per call: an exact NLL, comparable with the ARM's (``final_left_to_right``; notebook 02), and
   the weights of its lowest look, again on the final look's masks (``kept_best_trained`` / ``kept_best_averaged``).
+  The ARM's kept best (``kept_best_trained``) and the left-to-right MDM list each window's NLL (``per_window``), so
+  the two can be compared window by window, with a paired error.
 
 Time is training time, the trainer's own clock: evaluations and checkpoints are excluded, and ``torch.compile`` is
 warmed up before the clock starts (its compile time is reported separately). bf16 autocast and fused AdamW on
@@ -93,14 +95,16 @@ def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int) 
     return compile_seconds, (time.perf_counter() - start) / steps
 
 
-def evaluate(kind, model, stream, windows, draws, seed=0) -> dict:
-    """Nats per character on the fixed validation windows: exact NLL (ARM) or NELBO with SE (MDM)."""
+def evaluate(kind, model, stream, windows, draws, seed=0, keep_windows=False) -> dict:
+    """Nats per character on the fixed validation windows: exact NLL (ARM) or NELBO with SE (MDM).
+    ``keep_windows``: the ARM's report also lists each window's NLL, for paired comparisons on the same windows."""
     if kind == "arm":
         device = next(model.parameters()).device
         nll = torch.cat([token_nll(model, chunk.to(device)) for chunk in windows.split(64)])  # (N, T)
         per_window, per_window_nanogpt = nll.mean(1), nll[:, 1:].mean(1)
         se = per_window.std().item() / math.sqrt(len(per_window))
-        return {"val": per_window.mean().item(), "se": se, "val_nanogpt_convention": per_window_nanogpt.mean().item()}
+        return {"val": per_window.mean().item(), "se": se, "val_nanogpt_convention": per_window_nanogpt.mean().item()} \
+            | ({"per_window": per_window.tolist()} if keep_windows else {})
     estimate = validation_nelbo(model, stream, len(windows), draws, seed=seed)
     return {"val": estimate.mean, "se": estimate.stderr}
 
@@ -130,7 +134,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
         # with weight averaging the trainer evaluates the trained weights, then the averaged ones
         label = "averaged" if "ema_decay" in trainer_settings and next(calls) % 2 else "trained"
         log(f"[{kind}] {'averaged weights ' if label == 'averaged' else ''}val {metrics['val']:.4f} ± {metrics['se']:.4f}")
-        if kind == "mdm" and metrics["val"] < kept.get(label, (math.inf,))[0]:
+        if metrics["val"] < kept.get(label, (math.inf,))[0]:
             kept[label] = (metrics["val"], {name: value.clone() for name, value in model.state_dict().items()})
         return metrics
 
@@ -165,15 +169,16 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
         # The same weights read as a left-to-right decoder: an exact NLL (RADD's AO-ARM view), one pass per character
         nll = torch.cat([ordered_nll(model, chunk, model.mask_id) for chunk in windows.split(16)]) / windows.shape[1]
         report["final_left_to_right"] = {"weights": "averaged" if result.ema_weights is not None else "trained",
-                                         "val": nll.mean().item(), "se": nll.std().item() / math.sqrt(len(nll))}
+                                         "val": nll.mean().item(), "se": nll.std().item() / math.sqrt(len(nll)),
+                                         "per_window": nll.tolist()}
         log(f"[{kind}] the same weights decoded left to right: exact NLL {nll.mean().item():.4f}")
-        # The kept best looks, scored again on the final look's masks: their curve value was picked as the lowest
-        # of many looks on one set of masks, so it reads low
-        for label, (_, weights) in kept.items():
-            model.load_state_dict(weights)
-            report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1)
-            log(f"[{kind}] kept best {label} weights, looked at again: {report[f'kept_best_{label}']['val']:.4f} ± "
-                f"{report[f'kept_best_{label}']['se']:.4f}")
+    # The kept best looks, scored again: the MDM's on the final look's masks (its curve value was picked as the
+    # lowest of many looks on one set of masks, so it reads low), the ARM's exactly, window by window
+    for label, (_, weights) in kept.items():
+        model.load_state_dict(weights)
+        report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True)
+        log(f"[{kind}] kept best {label} weights, looked at again: {report[f'kept_best_{label}']['val']:.4f} ± "
+            f"{report[f'kept_best_{label}']['se']:.4f}")
     return report
 
 
