@@ -117,8 +117,10 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     forward = torch.compile(model) if compile else model
     compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10)
     resuming = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists()
+    resumed_at = 0  # the kept best looks (below) are held in memory: after a resume, only this process's looks count
     if resuming:  # the first run sized the schedule; the rest of it must follow the same one
-        recipe = replace(recipe, steps=read_checkpoint(checkpoint_dir)[2]["train"]["steps"])
+        _, state, config = read_checkpoint(checkpoint_dir)
+        recipe, resumed_at = replace(recipe, steps=config["train"]["steps"]), state["step"]
     elif kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
         recipe = replace(recipe, steps=max(recipe.warmup_steps + 10, int(0.97 * seconds / (1.05 * step_seconds))))
     log(f"[{kind}] compile/warm-up {compile_seconds:.1f} s, ~{step_seconds * 1e3:.1f} ms per fwd+bwd, "
@@ -176,7 +178,8 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     # lowest of many looks on one set of masks, so it reads low), the ARM's exactly, window by window
     for label, (_, weights) in kept.items():
         model.load_state_dict(weights)
-        report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True)
+        report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True) \
+            | {"among_looks_after_step": resumed_at}
         log(f"[{kind}] kept best {label} weights, looked at again: {report[f'kept_best_{label}']['val']:.4f} ± "
             f"{report[f'kept_best_{label}']['se']:.4f}")
     return report
