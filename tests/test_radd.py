@@ -308,3 +308,17 @@ def test_a_row_of_its_own_order_per_sequence_and_bad_orders_are_refused():
         ordered_nll(denoiser, x0, K, order="random")
     with pytest.raises(ValueError, match="permutation"):
         ordered_nll(denoiser, x0, K, order=torch.tensor([0, 0, 1, 2]))
+
+
+def test_a_time_conditioned_network_is_told_the_masked_fraction_of_each_canvas():
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=K, n_layers=1, d_model=16, n_heads=2, max_len=L, time_cond=True)).eval()
+    x0, order = torch.tensor([[2, 0, 1, 1]]), torch.tensor([2, 0, 3, 1])
+    expected = 0.0
+    for j in range(L):  # the definition, one canvas at a time
+        canvas = x0.clone()
+        canvas[0, order[j:]] = model.mask_id
+        with torch.no_grad():
+            logits = model(canvas, time=torch.tensor([(L - j) / L]))
+        expected -= torch.log_softmax(logits[0, order[j]].double(), -1)[x0[0, order[j]]].item()
+    assert ordered_nll(model, x0, model.mask_id, order=order).item() == pytest.approx(expected, abs=1e-5)
