@@ -53,7 +53,10 @@ from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
 from minimdm.radd import ordered_nll
 from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
-from minimdm.train import CHECKPOINT_FILE, read_checkpoint
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from minimdm.train import CHECKPOINT_FILE, atomic_write, read_checkpoint
 
 NANOGPT_ARM = TextRecipe(corpus="tinyshakespeare", seq_len=256, n_layers=6, d_model=384, n_heads=6, dropout=0.2,
                          batch_size=64, steps=5000, lr=1e-3, warmup_steps=100)
@@ -109,6 +112,11 @@ def evaluate(kind, model, stream, windows, draws, seed=0, keep_windows=False) ->
     return {"val": estimate.mean, "se": estimate.stderr}
 
 
+def read_val(path: Path) -> float:
+    with safe_open(str(path), "pt") as handle:
+        return float(handle.metadata()["val"])
+
+
 def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_settings, stream, vocab_size, log,
              max_windows=None, checkpoint_dir=None):
     model = build_model(recipe, vocab_size, causal=kind == "arm").to(device)
@@ -117,10 +125,9 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     forward = torch.compile(model) if compile else model
     compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10)
     resuming = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists()
-    resumed_at = 0  # the kept best looks (below) are held in memory: after a resume, only this process's looks count
     if resuming:  # the first run sized the schedule; the rest of it must follow the same one
-        _, state, config = read_checkpoint(checkpoint_dir)
-        recipe, resumed_at = replace(recipe, steps=config["train"]["steps"]), state["step"]
+        _, _, config = read_checkpoint(checkpoint_dir)
+        recipe = replace(recipe, steps=config["train"]["steps"])
     elif kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
         recipe = replace(recipe, steps=max(recipe.warmup_steps + 10, int(0.97 * seconds / (1.05 * step_seconds))))
     log(f"[{kind}] compile/warm-up {compile_seconds:.1f} s, ~{step_seconds * 1e3:.1f} ms per fwd+bwd, "
@@ -128,7 +135,11 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     windows = stream.windows("val", max_windows)
 
     calls = itertools.count()
-    kept = {}  # "trained" / "averaged" -> (val, weights) of its lowest look so far, as nanoGPT keeps its best checkpoint
+    # "trained" / "averaged" -> (val, weights) of its lowest look so far, as nanoGPT keeps its best checkpoint; with
+    # a checkpoint folder they are saved beside the checkpoint, so a resumed run keeps the looks of the runs before it
+    kept_file = lambda label: Path(checkpoint_dir) / f"kept_best_{label}.safetensors"  # noqa: E731
+    kept = {label: (read_val(kept_file(label)), load_file(str(kept_file(label))))
+            for label in ("trained", "averaged") if resuming and kept_file(label).exists()}
 
     def eval_fn(_compiled):
         model.eval()
@@ -137,7 +148,10 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
         label = "averaged" if "ema_decay" in trainer_settings and next(calls) % 2 else "trained"
         log(f"[{kind}] {'averaged weights ' if label == 'averaged' else ''}val {metrics['val']:.4f} ± {metrics['se']:.4f}")
         if metrics["val"] < kept.get(label, (math.inf,))[0]:
-            kept[label] = (metrics["val"], {name: value.clone() for name, value in model.state_dict().items()})
+            kept[label] = (metrics["val"], {name: value.detach().cpu().clone() for name, value in model.state_dict().items()})
+            if checkpoint_dir is not None:  # the value travels in the weights' file: one atomic write holds both
+                atomic_write(kept_file(label), lambda path: save_file(kept[label][1], str(path),
+                                                                      metadata={"val": repr(metrics["val"])}))
         return metrics
 
     # The trainer's clock counts training only (not evaluations, not checkpoints), and a checkpoint at every
@@ -178,8 +192,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     # lowest of many looks on one set of masks, so it reads low), the ARM's exactly, window by window
     for label, (_, weights) in kept.items():
         model.load_state_dict(weights)
-        report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True) \
-            | {"among_looks_after_step": resumed_at}
+        report[f"kept_best_{label}"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True)
         log(f"[{kind}] kept best {label} weights, looked at again: {report[f'kept_best_{label}']['val']:.4f} ± "
             f"{report[f'kept_best_{label}']['se']:.4f}")
     return report

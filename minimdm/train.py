@@ -428,7 +428,7 @@ def _evaluate(model, eval_fn, average: WeightAverage | None = None) -> dict:
 
 # --- checkpoints -------------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write to a temporary file beside ``path``, then rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -457,11 +457,11 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: Trai
     state = {"step": result.step, "seconds": result.seconds, "tokens": result.tokens,
              "history": result.history, "evals": result.evals,
              "param_groups": optimizer.state_dict()["param_groups"]}
-    _atomic_write(directory / CHECKPOINT_FILE,
+    atomic_write(directory / CHECKPOINT_FILE,
                   lambda p: save_file(tensors, str(p), metadata={"trainer_state": json.dumps(state)}))
     config = {"train": asdict(cfg), "model_class": type(model).__name__,
               "model": model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else None}
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2)))
+    atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2)))
     return directory / CHECKPOINT_FILE
 
 
