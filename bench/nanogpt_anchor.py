@@ -32,6 +32,7 @@ Time is training time, the trainer's own clock: evaluations and checkpoints are 
 warmed up before the clock starts (its compile time is reported separately). bf16 autocast and fused AdamW on
 CUDA, as in the trainer. With ``--checkpoint-dir`` a run cut short by a time limit continues exactly where its last
 checkpoint (one per evaluation) left it when the same command runs again; a finished run is not trained further.
+The kept best looks are saved in the same folder, so they are chosen among the looks of every piece of the run.
 """
 from __future__ import annotations
 
