@@ -10,7 +10,9 @@ already on the device, both compiled with ``torch.compile`` on CUDA (neither on 
 fused AdamW. The plain loop is the shortest loop that does the same work; that ratio is the trainer's overhead
 (per-step reseeding, LR schedule, logging, clipping). The third column is what a user would write instead: a
 nanoGPT-style GPT-2 network and loop of the same size in plain PyTorch (``bench/gpt2_reference.py``), and the
-last ratio compares the whole course stack (backbone and trainer) with it.
+last ratio compares the whole course stack (backbone and trainer) with it. The last two columns time the trainer
+once more with ``TransformerConfig(autocast_residual=True)``, the residual stream in bf16 (on CUDA; the CPU runs
+without autocast, so there it is the same model).
 """
 from __future__ import annotations
 
@@ -32,11 +34,11 @@ SHAPES = {  # name: (n_layers, d_model, n_heads, seq_len, vocab, batch sizes)
 }
 
 
-def build(shape, device, kind):
+def build(shape, device, kind, autocast_residual=False):
     n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=vocab, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                                          max_len=seq_len, causal=kind == "arm"))
+                                          max_len=seq_len, causal=kind == "arm", autocast_residual=autocast_residual))
     return model.to(device), seq_len, vocab
 
 
@@ -112,7 +114,8 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} | torch {torch.__version__} | compiled: {compile_model} | {steps} steps, last {steps // 2} timed")
     print(f"{'shape':18s} {'kind':>4s} {'batch':>5s} {'params':>8s} {'plain loop':>11s} {'GPT-2-style':>11s} "
-          f"{'minimdm':>11s} {'vs plain':>8s} {'vs GPT-2':>8s} {'MFU':>6s}  (tokens/s; GPT-2-style params)")
+          f"{'minimdm':>11s} {'vs plain':>8s} {'vs GPT-2':>8s} {'MFU':>6s} {'bf16 resid.':>11s} {'vs GPT-2':>8s}  "
+          "(tokens/s; GPT-2-style params)")
     for shape in shapes:
         for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
             n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
@@ -121,8 +124,9 @@ def main():
             results["gpt2"] = reference_loop(gpt2, gpt2_loss, random_batches(vocab, batch, seq_len, device), steps,
                                              device, compile_model)
             del gpt2
-            for label, runner in (("reference", reference_loop), ("minimdm", minimdm_trainer)):
-                model, seq_len, vocab = build(shape, device, kind)
+            for label, runner, bf16_residual in (("reference", reference_loop, False), ("minimdm", minimdm_trainer, False),
+                                                 ("bf16_residual", minimdm_trainer, True)):
+                model, seq_len, vocab = build(shape, device, kind, bf16_residual)
                 results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
                                         steps, device, compile_model)
                 flops, params = training_flops_per_token(model, seq_len), non_embedding_params(model)
@@ -132,7 +136,8 @@ def main():
             mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak else "   n/a"
             print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:11,.0f} "
                   f"{results['gpt2']:11,.0f} {results['minimdm']:11,.0f} {results['minimdm'] / results['reference']:8.2f} "
-                  f"{results['minimdm'] / results['gpt2']:8.2f} {mfu}  ({gpt2_params / 1e6:.1f}M)")
+                  f"{results['minimdm'] / results['gpt2']:8.2f} {mfu} {results['bf16_residual']:11,.0f} "
+                  f"{results['bf16_residual'] / results['gpt2']:8.2f}  ({gpt2_params / 1e6:.1f}M)")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class TextRecipe:
     eval_windows: int = 64  # validation windows for the NELBO
     eval_draws: int = 8  # l-estimator draws per window
     seed: int = 0
+    autocast_residual: bool = False  # the residual stream in bf16 under autocast (TransformerConfig's field)
 
 
 RECIPES = {
@@ -69,7 +70,7 @@ def build_model(recipe: TextRecipe, vocab_size: int, causal: bool = False) -> Tr
     torch.manual_seed(recipe.seed)
     return Transformer(TransformerConfig(vocab_size=vocab_size, n_layers=recipe.n_layers, d_model=recipe.d_model,
                                          n_heads=recipe.n_heads, max_len=recipe.seq_len, causal=causal,
-                                         dropout=recipe.dropout))
+                                         dropout=recipe.dropout, autocast_residual=recipe.autocast_residual))
 
 
 def save_tokenizer_beside(checkpoint_dir, tokenizer) -> None:

@@ -47,3 +47,20 @@ def test_time_conditioning_requires_time():
     with pytest.raises(ValueError, match="time"):
         model(torch.zeros(1, 4, dtype=torch.long))
     assert model(torch.zeros(1, 4, dtype=torch.long), time=torch.tensor([0.3])).shape == (1, 4, 7)
+
+
+def test_autocast_residual_carries_the_stream_in_bf16_only_under_autocast():
+    x = torch.randint(0, 8, (3, 12))
+    plain, low = make(causal=False), make(causal=False, autocast_residual=True)  # the same weights (same seed)
+    assert torch.equal(plain(x), low(x))  # without autocast the option changes nothing
+    streams = {}
+    for name, model in (("float32", plain), ("bf16", low)):
+        states = []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x, hidden_states=states)
+        streams[name] = (states, logits.float())
+    assert {s.dtype for s in streams["float32"][0]} == {torch.float32}
+    assert {s.dtype for s in streams["bf16"][0]} == {torch.bfloat16}
+    # the bf16 stream only rounds: its logits stay within bf16's precision of the float32 stream's
+    reference = streams["float32"][1]
+    assert (streams["bf16"][1] - reference).abs().max() < 0.05 * reference.abs().max()

@@ -35,6 +35,10 @@ class TransformerConfig:
     rope_base: float = 10000.0
     rope_scale: float = 1.0  # position interpolation factor (UltraLLaDA-style extensions change base/scale)
     time_cond: bool = False  # add a sinusoidal embedding of t to the input (RADD ablation only)
+    # Under autocast, carry the residual stream in the autocast dtype (bf16) instead of float32: the adds and norms
+    # between the matmuls move half the bytes, at the cost of rounding the stream (off by default; no effect
+    # without autocast)
+    autocast_residual: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layers", "d_model", "n_heads", "max_len"):
@@ -58,7 +62,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # the gain in x's dtype: a bf16 residual stream (autocast_residual) keeps the fused kernel, which
+        # accumulates in float32 either way
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
 class RotaryEmbedding(nn.Module):
@@ -224,6 +230,8 @@ class Transformer(nn.Module):
             if attn_mask.dim() == 3:
                 attn_mask = attn_mask[:, None]  # broadcast over heads
         x = self.embed(input_ids) if input_embeds is None else input_embeds
+        if self.config.autocast_residual and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # every block's output follows the dtype of its input
         if self.time_mlp is not None:
             if time is None:
                 raise ValueError("this model has time_cond=True: pass time=t of shape (batch,)")
