@@ -47,6 +47,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from field_settings import field_changes
 from minimdm.arm import loss_function, token_nll, train_kind
@@ -54,9 +56,6 @@ from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
 from minimdm.radd import ordered_nll
 from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-
 from minimdm.train import CHECKPOINT_FILE, atomic_write, read_checkpoint
 
 NANOGPT_ARM = TextRecipe(corpus="tinyshakespeare", seq_len=256, n_layers=6, d_model=384, n_heads=6, dropout=0.2,

@@ -87,8 +87,8 @@ class MiniMDMConfig(_PreTrainedConfig):
     def __init__(self, vocab_size: int = 64, n_layers: int = 4, d_model: int = 128, n_heads: int = 4,
                  max_len: int = 256, causal: bool = False, mask_token: bool = True, dropout: float = 0.0,
                  ffn_mult: float = 8 / 3, rope_base: float = 10000.0, rope_scale: float = 1.0, time_cond: bool = False,
-                 autocast_residual: bool = False, mask_id: int | None = None, eos_token_id: int | None = None, eot_token_id: int | None = None,
-                 pad_token_id: int | None = None, **kwargs):
+                 autocast_residual: bool = False, mask_id: int | None = None, eos_token_id: int | None = None,
+                 eot_token_id: int | None = None, pad_token_id: int | None = None, **kwargs):
         self.vocab_size, self.n_layers, self.d_model, self.n_heads, self.max_len = vocab_size, n_layers, d_model, n_heads, max_len
         self.causal, self.mask_token, self.dropout, self.ffn_mult = causal, mask_token, dropout, ffn_mult
         self.rope_base, self.rope_scale, self.time_cond = rope_base, rope_scale, time_cond

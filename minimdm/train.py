@@ -458,7 +458,7 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer, result: Trai
              "history": result.history, "evals": result.evals,
              "param_groups": optimizer.state_dict()["param_groups"]}
     atomic_write(directory / CHECKPOINT_FILE,
-                  lambda p: save_file(tensors, str(p), metadata={"trainer_state": json.dumps(state)}))
+                 lambda p: save_file(tensors, str(p), metadata={"trainer_state": json.dumps(state)}))
     config = {"train": asdict(cfg), "model_class": type(model).__name__,
               "model": model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else None}
     atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2)))
