@@ -7,6 +7,8 @@
     python bench/nanogpt_anchor.py --skip arm --mdm-seconds 300 --mdm-set n_layers=8 d_model=512 n_heads=8 \
         --out bench/results/nanogpt_moonshot_trial_8l512_h100.json   # a moonshot trial: another MDM recipe
     python bench/nanogpt_anchor.py --skip arm --ema 0.999 ...  # also average the weights; both are evaluated
+    python bench/nanogpt_anchor.py --arm-set autocast_residual=true --mdm-set autocast_residual=true \
+        --out bench/results/nanogpt_anchor_bf16_residual_<gpu>.json    # both kinds with a bf16 residual stream
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
 
 Tiny Shakespeare (char level, 90/10 split, through ``load_corpus("tinyshakespeare")``), nats per character on
@@ -212,6 +214,8 @@ def main(argv=None):
                         help="MDM only: also average the weights (e.g. 0.999) and evaluate both")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
+    parser.add_argument("--arm-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="change fields of the ARM recipe, e.g. autocast_residual=true")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -226,10 +230,11 @@ def main(argv=None):
         arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, args.mdm_seconds or 8.0, 20, 20, 2, 64
     elif device.type != "cuda":
         sys.exit("no CUDA device: the anchor is a GPU benchmark (use --quick for a CPU smoke run)")
-    # both kinds see the same data and are scored on the same windows, and the MDM's steps follow from its time
-    # budget: those fields are the benchmark's own
-    mdm_recipe = replace(mdm_recipe, **field_changes(mdm_recipe, args.mdm_set, "--mdm-set", fixed=(
-        "corpus", "tokenizer", "seq_len", "steps", "eval_windows", "eval_draws")))
+    # both kinds see the same data and are scored on the same windows, the ARM follows nanoGPT's schedule and the
+    # MDM's steps follow from its time budget: those fields are the benchmark's own
+    fixed = ("corpus", "tokenizer", "seq_len", "steps", "eval_windows", "eval_draws")
+    arm_recipe = replace(arm_recipe, **field_changes(arm_recipe, args.arm_set, "--arm-set", fixed=fixed))
+    mdm_recipe = replace(mdm_recipe, **field_changes(mdm_recipe, args.mdm_set, "--mdm-set", fixed=fixed))
     compile = device.type == "cuda"
     tokenizer, stream = prepare_data(arm_recipe)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
