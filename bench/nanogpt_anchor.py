@@ -115,6 +115,7 @@ def evaluate(kind, model, stream, windows, draws, seed=0, keep_windows=False) ->
 
 
 def read_val(path: Path) -> float:
+    """The validation value a kept best look's weights file carries in its metadata."""
     with safe_open(str(path), "pt") as handle:
         return float(handle.metadata()["val"])
 
