@@ -2,7 +2,7 @@
 
 * ``quick`` -- ``MINIMDM_QUICK=1`` (CI and nbval): a smoke run of a few seconds.
 * ``cpu``   -- no GPU: minutes on a 2-core laptop.
-* ``gpu``   -- a CUDA device: about ten minutes on one GPU.
+* ``gpu``   -- a CUDA device: at most about five minutes a notebook on one GPU.
 
 ``MINIMDM_PRESET=cpu|gpu|quick`` overrides the choice (e.g. to run the CPU preset on a GPU box), and
 ``MINIMDM_DEVICE=cpu|cuda`` overrides the device (e.g. ``MINIMDM_QUICK=1 MINIMDM_DEVICE=cuda`` smoke-tests the

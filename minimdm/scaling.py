@@ -10,7 +10,7 @@ so a model with more parameters sees fewer tokens D. Then
 1. per budget, fit a parabola of validation loss against log10 N and read off its vertex (N*(C), L*(C));
 2. across budgets, fit power laws  L*(C) = a C^(-b)  and  N*(C) = k C^c  (straight lines in log-log);
 3. the **compute multiplier** at a target loss L is C_MDM(L) / C_ARM(L), with C(L) = (a / L)^(1/b)
-   from each kind's fitted L* line. SMDM reads ≈16x at its scale [R, figure].
+   from each kind's fitted L* line. SMDM reads ≈16x at its scale (arXiv 2410.18514, read from its IsoFLOP figure).
 
 The sweep writes every finished run to a JSON file at once, so a sweep can be interrupted and resumed and a
 notebook can plot the results without training again. ``python -m minimdm.scaling --preset cpu`` runs it.
