@@ -116,7 +116,8 @@ def one_token_energy(schedule: Schedule, weight: BetaWeight, num_nodes: int = 40
 def kinetic_energy_density(states: MaskedStates, alpha, mask_prob, alpha_rate) -> torch.Tensor:
     """sum_z sum_{x != z} p_tau(z) Q_tau(z, x)^2 / p_tau(x) for the marginal path and the MDM's rates. (T,) -> (T,)
 
-    p_tau(z) = sum_x1 q(x1) p_{tau|1}(z | x1);  Q_tau(z, x) = alpha'/(1 - alpha) * q(x^i = v | z^UM) (Chen et al., arXiv 2509.13866).
+    p_tau(z) = sum_x1 q(x1) p_{tau|1}(z | x1);  Q_tau(z, x) = alpha'/(1 - alpha) * q(x^i = v | z^UM)
+    (Chen et al., arXiv 2509.13866).
     """
     marginal = states.law_given_clean(alpha, mask_prob) @ states.joint.probs  # p_tau(z), (T, S)
     rate = (alpha_rate / mask_prob)[:, None] * states.conditional[

@@ -28,8 +28,8 @@ def unmask_probabilities(schedule: Schedule, steps: int) -> torch.Tensor:
 def bernoulli_generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, steps: int, mask_id: int,
                        schedule: Schedule, temperature: float = 1.0, batch_size: int = 1, generator=None,
                        record_history: bool = True) -> SampleResult:
-    """The per-token Bernoulli sampler (the continuous-time reverse process of Chen et al., arXiv 2509.13866, on the grid tau_k = k/N):
-    at each step every still-masked token is revealed independently with
+    """The per-token Bernoulli sampler (the continuous-time reverse process of Chen et al., arXiv 2509.13866, on
+    the grid tau_k = k/N): at each step every still-masked token is revealed independently with
     probability r_j = (alpha_s - alpha_t)/(1 - alpha_t), its value drawn from p_theta(x^i | x_t). The number revealed
     per step is random (its mean follows the schedule); ``minimdm.mdm.sampler.generate`` fixes it instead (LLaDA).
 
