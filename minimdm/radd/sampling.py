@@ -10,7 +10,7 @@ import torch
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.sampler import SampleResult
 from minimdm.mdm.schedules import Schedule
-from minimdm.radd.score import conditional_logits, is_time_conditioned, resolve_schedule
+from minimdm.radd.score import conditional_logits, resolve_schedule
 
 SAMPLING_METHODS = ("tweedie", "euler")
 ORDERS = ("left_to_right", "right_to_left", "random")
@@ -94,19 +94,20 @@ def draw_reveal_steps(masked: torch.Tensor, reveal_p: torch.Tensor, generator=No
 @torch.no_grad()
 def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None = None, batch_size: int = 1,
                        canvas: torch.Tensor | None = None, schedule: str | Schedule | None = None,
-                       method: str = "tweedie", cache: bool = True, allow_time_conditioned: bool = False,
-                       final_time: float = 1e-5, device=None, generator=None,
-                       record_history: bool = True) -> RADDSampleResult:
+                       method: str = "tweedie", cache: bool = True, final_time: float = 1e-5, device=None,
+                       generator=None, record_history: bool = True) -> RADDSampleResult:
     """RADD's sampler: at each of N steps every masked token is revealed with ``reveal_probabilities`` and
     takes a value drawn from c_theta(x_t)_i.
 
     Which tokens are revealed when does not depend on the network, so every token's reveal step is drawn before
     the first call (``draw_reveal_steps``), then one value uniform (B, L) per step, whether or not the network
     runs: the cached and uncached samplers read the same random stream. cache=True calls the network for a row
-    only at the steps where that row reveals something; in between the row does not change, and the reused
-    output is the one a new call would give, because c_theta has no t. Its NFE per row is the number of distinct
-    reveal steps, known up front. That needs a time-free, deterministic network (eval mode); a time-conditioned
-    one is refused unless allow_time_conditioned=True (an approximation).
+    only at the steps where that row reveals something, and draws the revealed values from that very call; the
+    calls it skips are those whose outputs the uncached sampler computes and never reads. So the two give the
+    same samples for any deterministic network (eval mode) that treats rows independently, with or without a
+    time input. Its NFE per row is the number of distinct reveal steps, known up front: as many calls as RADD's
+    form of the cache (call after each change, reuse the output while the row is unchanged), which is exact
+    only because c_theta has no t.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps} must be a positive integer")
@@ -114,10 +115,6 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
         raise ValueError(f"method={method!r}: allowed values are {SAMPLING_METHODS}")
     if not 0.0 < final_time < 1.0:
         raise ValueError(f"final_time={final_time} must lie in (0, 1)")
-    if cache and is_time_conditioned(denoiser) and not allow_time_conditioned:
-        raise ValueError("cache=True needs a time-free network (the cache is exact only if c_theta has no t input); "
-                         "this one has time_cond=True: pass cache=False, or allow_time_conditioned=True to reuse "
-                         "stale-time outputs knowingly")
     schedule = resolve_schedule(schedule)
     x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape
