@@ -93,10 +93,12 @@ def cmd_sample(args) -> None:
 
         chat_from_checkpoint(directory, device=str(device))
         return
+    if args.num < 1:
+        raise ValueError(f"--num={args.num} must be at least 1")
     model = load_model(directory, device=str(device))
     tokenizer = load_tokenizer(directory)
     prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
-    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1).repeat(max(args.num, 0), 1)
+    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1).repeat(args.num, 1)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     steps = args.gen_length if args.steps is None else args.steps
     result = generate(model, prompt, gen_length=args.gen_length, steps=steps,

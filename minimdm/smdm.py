@@ -95,7 +95,7 @@ def greedy_infill(denoiser, canvas: torch.Tensor, mask_id: int, cfg_scale: float
 
 def complete(kind: str, model, prompts: torch.Tensor, num_tokens: int, cfg_scale: float = 0.0) -> torch.Tensor:
     """Greedy continuation of ``prompts`` (B, P) by ``num_tokens`` tokens: (B, num_tokens)."""
-    if kind == "arm":
+    if check_kind(kind) == "arm":
         return sample_arm(model, prompts, num_tokens=num_tokens, temperature=0.0).tokens[:, prompts.shape[1]:]
     masks = torch.full((prompts.shape[0], num_tokens), model.mask_id, dtype=torch.long, device=prompts.device)
     canvas = torch.cat([prompts, masks], 1)
@@ -117,6 +117,7 @@ def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 
     * reverse_infill:   "[M..M] is B." -> A   (the training format read backwards; a left-to-right ARM cannot)
     * reverse_query:    "B is " -> A          (the real reversal test)
     """
+    check_kind(kind)
     device = device_of(model)
     encode = lambda texts: torch.tensor([tokenizer.encode(t) for t in texts], device=device)  # noqa: E731
     decode = lambda rows: [tokenizer.decode(r) for r in rows.tolist()]  # noqa: E731

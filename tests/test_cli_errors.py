@@ -44,7 +44,8 @@ def usage_error(capsys, argv) -> str:
     (["--cfg-scale", "-1"], "cfg_scale=-1.0 must be a finite number >= 0"),
     (["--steps", "0"], "steps=0 must be a positive multiple"),
     (["--steps", "100", "--gen-length", "16"], "steps=100 exceeds gen_length=16"),
-    (["--num", "0"], "the batch is empty"),
+    (["--num", "0"], "--num=0 must be at least 1"),
+    (["--num", "-3"], "--num=-3 must be at least 1"),
     (["--device", "tpu"], "device='tpu' is not supported"),
 ])
 def test_cli_sample_rejects_bad_options(checkpoint, capsys, options, match):

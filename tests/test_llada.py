@@ -10,6 +10,7 @@ from minimdm.chat import answer_prompts, exact_match_report, run_chat
 from minimdm.data.tasks import TASKS, TaskTokenizer, make_examples, multiple_choice_items, pretraining_batch
 from minimdm.mdm.elbo import exact_elbo
 from minimdm.mdm.likelihood import answer_log_likelihood, corpus_nelbo, multiple_choice_accuracy, score_choices
+from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.mdm.sampler import generate, guided_logits
 from minimdm.mdm.sft import ChatTemplate, left_pad, make_sft_batch, sft_loss
 from minimdm.nn import Transformer, TransformerConfig
@@ -127,6 +128,11 @@ def test_bad_input_errors(tokenizer):
     with pytest.raises(ValueError, match="allowed values"):
         make_examples(3, tasks=("poetry",))
     model = tiny_model(tokenizer.vocab_size)
+    inside = torch.zeros(2, 6, dtype=torch.long)  # a mask id inside the vocabulary would be read as a real token
+    for call in (lambda: mdm_pretrain_loss(model, inside, 2), lambda: corpus_nelbo(model, inside, 2),
+                 lambda: MarkovChain(4).oracle_denoiser(mask_id=1)):
+        with pytest.raises(ValueError, match="mask_id=.* lies inside the vocabulary"):
+            call()
     with pytest.raises(ValueError, match="prompt_length"):  # a prompt longer than the canvas when answering
         answer_prompts(model, tokenizer, ["copy: abcdefgh"], gen_length=4, steps=4, prompt_length=5)
     with pytest.raises(ValueError, match="pad_id"):

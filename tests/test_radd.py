@@ -292,6 +292,7 @@ def test_other_bad_arguments_are_named():
         (lambda: get_loss("t_dce", 4, eps=1.5), "eps"),
         (lambda: zero_shot_perplexity(uniform_denoiser(4), torch.zeros(3, 8).long(), 4, draws=0), "draws"),
         (lambda: zero_shot_perplexity(uniform_denoiser(4), torch.zeros(30).long(), 4), "seq_len"),
+        (lambda: reveal_probabilities(4, LogLinearSchedule(), method="Tweedie"), "method"),
     ]
     for call, name in cases:
         with pytest.raises(ValueError, match=name):

@@ -10,7 +10,8 @@ from minimdm.data.facts import make_facts, make_skewed_lookup
 from minimdm.data.tasks import TaskTokenizer
 from minimdm.mdm.likelihood import answer_log_likelihood
 from minimdm.mdm.sampler import guided_logits
-from minimdm.smdm import LineSet, LossSnapshots, MarkovSource, drifted_chain, exact_match, fewest_matching_steps, greedy_infill, speed_quality
+from minimdm.smdm import (LineSet, LossSnapshots, MarkovSource, complete, drifted_chain, exact_match, fewest_matching_steps,
+                          greedy_infill, speed_quality)
 from minimdm.toys.markov import MarkovChain
 
 
@@ -185,6 +186,8 @@ def test_bad_input_names_the_argument():
         drifted_chain(MarkovChain(4), -0.1)
     with pytest.raises(ValueError, match="same length"):
         LineSet.from_lines(TaskTokenizer(), ["ab", "abc"])
+    with pytest.raises(ValueError, match="kind='ARM'"):
+        complete("ARM", None, torch.zeros(1, 2, dtype=torch.long), 3)
 
 
 def _brute_force_law(lookup):

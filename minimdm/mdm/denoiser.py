@@ -31,6 +31,13 @@ def check_mask_id(mask_id: int, vocab_size: int) -> None:
         )
 
 
+def check_model_mask_id(denoiser, mask_id: int) -> None:
+    """For a minimdm Transformer, refuse a mask id inside its vocabulary (for other denoisers nothing is known)."""
+    vocab_size, _ = token_limits(denoiser)
+    if vocab_size is not None:
+        check_mask_id(mask_id, vocab_size)
+
+
 def token_limits(denoiser) -> tuple[int | None, int | None]:
     """(vocabulary size K, embedding rows) of a minimdm Transformer; (None, None) for any other denoiser."""
     from minimdm.nn import TransformerConfig

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.denoiser import check_model_mask_id, logits_of
 from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
 from minimdm.mdm.schedules import Schedule, get_schedule
 
@@ -78,6 +78,7 @@ def subset_nll_table(denoiser, x0: torch.Tensor, mask_id: int, maskable: torch.T
     Returns (subsets (2^n, L) bool, nll (2^n, L) float64) where row s masks subset s (see ``all_subsets``)
     and nll holds -log p_theta(x_0^i | x_0 with S masked) for i in S.
     """
+    check_model_mask_id(denoiser, mask_id)
     subsets = all_subsets(x0.shape[0], maskable, x0.device)
     clean = x0.expand(subsets.shape[0], -1)
     nll = torch.cat([
@@ -148,6 +149,7 @@ def elbo_draws(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", n
         raise ValueError(f"estimator={estimator!r}: allowed values are 't' and 'l'")
     if num_draws < 1:
         raise ValueError(f"num_draws={num_draws} must be >= 1")
+    check_model_mask_id(denoiser, mask_id)
     batch = x0.shape[0]
     maskable = torch.ones_like(x0, dtype=torch.bool) if maskable is None else maskable.expand_as(x0)
     n = maskable.sum(1)  # (B,) maskable length of each row

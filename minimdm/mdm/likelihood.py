@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from minimdm.mdm.denoiser import device_of
+from minimdm.mdm.denoiser import check_model_mask_id, device_of
 from minimdm.mdm.elbo import Estimate, elbo_draws
 from minimdm.mdm.sampler import guided_logits
 
@@ -58,6 +58,7 @@ def answer_log_likelihood(denoiser, prompt, answer, mask_id: int, *, estimator: 
     """
     if batch_size < 1 or mc_num < 2 * batch_size or mc_num % batch_size:
         raise ValueError(f"mc_num={mc_num} must be a multiple of batch_size={batch_size} and at least twice it")
+    check_model_mask_id(denoiser, mask_id)  # before the guidance wrapper hides the model's config
     if cfg_scale < 0:
         raise ValueError(f"cfg_scale={cfg_scale} must be >= 0")
     device = device_of(denoiser) if device is None else torch.device(device)

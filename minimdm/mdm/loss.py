@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.denoiser import check_model_mask_id, logits_of
 from minimdm.mdm.forward import mask_tokens_t, stratified_uniform
 
 
@@ -36,6 +36,7 @@ def weighted_masked_nll(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps={eps} must lie in [0, 1)")
+    check_model_mask_id(model, mask_id)
     batch = x0.shape[0]
     t = stratified_uniform(batch, x0.device) if stratified else torch.rand(batch, device=x0.device)
     p = (1 - eps) * t + eps  # p_b = (1 - eps) t_b + eps

@@ -53,6 +53,8 @@ def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie"
 
     Tweedie: (alpha_s - alpha_t) / (1 - alpha_t);  Euler: (t - s) sigma(t) a(t).  The last step reveals all.
     """
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"method={method!r}: allowed values are {SAMPLING_METHODS}")
     grid = torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)
     t, s = grid[:-1], grid[1:]
     if method == "tweedie":
@@ -111,8 +113,6 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps} must be a positive integer")
-    if method not in SAMPLING_METHODS:
-        raise ValueError(f"method={method!r}: allowed values are {SAMPLING_METHODS}")
     if not 0.0 < final_time < 1.0:
         raise ValueError(f"final_time={final_time} must lie in (0, 1)")
     schedule = resolve_schedule(schedule)

@@ -9,6 +9,7 @@ import itertools
 
 import torch
 
+from minimdm.mdm.denoiser import check_mask_id
 from minimdm.toys.dirichlet import seeded_dirichlet
 
 
@@ -42,6 +43,7 @@ class EnumerableJoint:
 
     def oracle_denoiser(self, mask_id: int | None = None):
         mask_id = self.vocab_size if mask_id is None else mask_id
+        check_mask_id(mask_id, self.vocab_size)
 
         def denoiser(xt: torch.Tensor) -> torch.Tensor:
             """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V).

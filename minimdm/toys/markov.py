@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from minimdm.mdm.denoiser import check_mask_id
 from minimdm.toys.dirichlet import seeded_dirichlet
 
 
@@ -63,6 +64,7 @@ class MarkovChain:
     def oracle_denoiser(self, mask_id: int | None = None):
         """A denoiser (B, L) -> log-probabilities (B, L, V), exact for every masked position."""
         mask_id = self.vocab_size if mask_id is None else mask_id
+        check_mask_id(mask_id, self.vocab_size)
         V = self.vocab_size
 
         def denoiser(xt: torch.Tensor) -> torch.Tensor:
