@@ -95,7 +95,7 @@ class TrainResult:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr_ratio * lr at the last step."""
+    """Linear warmup to lr, then cosine decay towards min_lr_ratio * lr, reached at step ``steps`` (one past the last)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)

@@ -7,7 +7,7 @@ the angles of the offsets it met; each variant below changes the angles so that 
 T_target maps onto angles the model has (nearly) seen.
 
 * ``"none"``      -- plain RoPE, lambda = 1 (direct extrapolation).
-* ``"linear"``    -- position interpolation (Chen et al., arXiv 2306.15595, §2.2): positions are divided
+* ``"linear"``    -- position interpolation (Chen et al., arXiv 2306.15595, §2.3): positions are divided
   by s = T_target / T_train, so every offset lands inside the trained range (lambda = s).
 * ``"ntk"``       -- classic NTK-aware scaling: the base becomes lambda b with lambda = (T_target/T_train)^(d/(d-2)),
   chosen so that the lowest-frequency pair is interpolated by exactly T_target/T_train while pair 0 is unchanged.
@@ -69,7 +69,7 @@ def scaling_factor(variant: str, *, head_dim: int, base: float, train_length: in
     if variant == "none":
         return 1.0
     if variant == "linear":
-        return ratio  # s = T_target / T_train (Chen et al. 2023, §2.2)
+        return ratio  # s = T_target / T_train (Chen et al. 2023, §2.3)
     if variant == "ntk":
         return ratio ** (head_dim / (head_dim - 2))  # classic NTK-aware: b' = b s^(d/(d-2))
     # The critical-dimension family: a causal model has seen offsets in [0, T), a bidirectional one in (-T, T).

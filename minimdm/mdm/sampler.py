@@ -4,8 +4,8 @@ At each step the denoiser proposes a token for every masked position; a *transfe
 committed and the rest are remasked. Which ones are kept is the remasking strategy (LLaDA §2.4 and its
 appendix's remasking algorithms):
 
-* ``"random"``: uniformly random positions. With steps = gen_length and one block this is exactly the
-  any-order autoregressive sampler, whose law is the data law when the conditionals are exact (RADD,
+* ``"random"``: uniformly random positions. With steps = gen_length, one block and temperature 1 this is exactly
+  the any-order autoregressive sampler, whose law is the data law when the conditionals are exact (RADD,
   arXiv 2406.03736, shows that absorbing diffusion and any-order autoregressive models share one objective);
 * ``"low_confidence"``: the positions whose proposal the model is most sure of (mode-seeking).
 

@@ -6,7 +6,8 @@ Every dialogue is about one held-in or held-out digit image and has 1 to 3 turns
 * ``parity``    "parity?"    -> "odd"
 * ``plus``      "plus 3?"    -> "10"
 * ``describe``  "describe"   -> "thick 7"   (the stroke is thick when the image has more ink than the median
-  image of its digit in the training split: an exact, per-digit balanced rule)
+  image of its digit in the training split: an exact rule, roughly balanced per digit, 34-49 % thick, since ties
+  at the median count as thin)
 * follow-ups that refer back to the previous answer: ``then_plus`` "that +2?" -> "12", ``then_even``
   "that even?" -> "yes".
 

@@ -25,8 +25,9 @@ lowers that variance with three unbiased changes:
 
 VRPO's training code is not public. This package follows the paper's description; the choices that are ours are
 marked "(our choice)". The same code computes the estimates and the exact values: an estimate is a weighted sum
-over masked copies of the answer (random copies, weights 1/(t n)); the exact ELBO is the same sum over *all* 2^n
-masks with the k-form weights 1/(k C(n,k)) (docs/derivations.md), which keeps it differentiable, so the exact loss
+over masked copies of the answer (n random copies, weights w/n with w = 1/t or, the default, n_y/l); the exact ELBO
+is the same sum over *all* 2^{n_y} - 1 non-empty masks of the n_y answer tokens with the k-form weights
+1/(k C(n_y, k)) (docs/derivations.md), which keeps it differentiable, so the exact loss
 gradient is one ``backward`` away on enumerable cases.
 
 Modules, one idea each:

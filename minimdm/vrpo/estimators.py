@@ -7,8 +7,9 @@ variance splits into a part from the timesteps and a part from the masks drawn a
     Var B_hat = Var_t(E[l|t]) / n_t + E_t Var(l|t) / (n_t n_{y_t}),
 
 so at a fixed budget the most timesteps (n_t = n, n_{y_t} = 1) give the smallest variance. An estimate and the
-exact value are the same weighted sum over masked copies of the answer: random copies with weights 1/(t n), or
-*all* 2^n masks with the k-form weights 1/(k C(n, k)) (docs/derivations.md, "Three forms of the ELBO").
+exact value are the same weighted sum over masked copies of the answer: n random copies with weights w/n (w = 1/t,
+or n_y/l for the default l-form), or *all* 2^{n_y} - 1 non-empty masks of the n_y answer tokens with the k-form
+weights 1/(k C(n_y, k)) (docs/derivations.md, "Three forms of the ELBO").
 """
 from __future__ import annotations
 
