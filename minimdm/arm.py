@@ -29,7 +29,7 @@ from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.mdm.sampler import SampleResult, gumbel_argmax
 from minimdm.nn import KVCache
-from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
+from minimdm.recipes import TextRecipe, build_model, validation_nelbo
 from minimdm.train import TrainConfig, TrainResult, train
 
 KINDS = ("arm", "mdm")
@@ -177,17 +177,5 @@ def train_kind(recipe: TextRecipe, kind: str, stream: TokenStream, vocab_size: i
     return model.eval(), result
 
 
-def train_text_arm(recipe: TextRecipe, device="cpu", checkpoint_dir=None, progress=True, compile=False,
-                   download=False, max_seconds=None):
-    """The ARM twin of ``recipes.train_text_mdm``: same data, same network (causal), same trainer.
-
-    Returns (model, tokenizer, stream, TrainResult).
-    """
-    tokenizer, stream = prepare_data(recipe, download)
-    model, result = train_kind(recipe, "arm", stream, tokenizer.vocab_size, device, progress=progress,
-                               compile=compile, max_seconds=max_seconds, checkpoint_dir=checkpoint_dir)
-    return model, tokenizer, stream, result
-
-
 __all__ = ["KINDS", "arm_loss", "filter_top_k", "loss_function", "sample_arm", "shifted_inputs", "start_token_id",
-           "token_nll", "train_kind", "train_text_arm", "validation_loss", "validation_nll"]
+           "token_nll", "train_kind", "validation_loss", "validation_nll"]

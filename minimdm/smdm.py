@@ -208,8 +208,10 @@ class LossSnapshots:
         return {"val": loss}
 
     def load_closest(self, model, target: float) -> int:
-        """Load into ``model`` the kept weights whose loss is nearest ``target``; return their index (the same as in
-        the ``TrainResult.evals`` of the run)."""
+        """Load into ``model`` the kept weights whose loss is nearest ``target``; return their index among the looks.
+        That is the index in the run's ``TrainResult.evals``, unless the trainer averaged the weights
+        (``ema_decay > 0``): then it looks twice per evaluation, the trained weights and then the averaged ones, and
+        look i belongs to evaluation i // 2."""
         if not self.losses:
             raise ValueError("no snapshots yet: pass this object as eval_fn (with eval_every > 0) to the trainer")
         index = min(range(len(self.losses)), key=lambda i: abs(self.losses[i] - target))

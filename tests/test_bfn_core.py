@@ -166,6 +166,35 @@ def test_forward_sdes_reproduce_the_flow_marginals():
         assert (var(s + h) - var(s - h)) / (2 * h) == pytest.approx(float(2 * drift * var(s) + diffusion_sq), rel=1e-6)
 
 
+def test_reverse_sdes_and_pf_odes_follow_from_the_forward_sdes_and_the_score():
+    """Anderson's reverse SDE, written in BFN time t = 1 - s: dz/dt = -F z + G^2 score with diffusion G, and the
+    probability-flow ODE dz/dt = -F z + (G^2 / 2) score. The closed forms in ``sde`` must equal these, built from the
+    forward coefficients and the score at the same point."""
+    gen = torch.Generator().manual_seed(0)
+    schedule = ContinuousSchedule(0.02)
+    mu, x_hat = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.rand(5, 3, generator=gen, dtype=torch.float64)
+    for t in (0.2, 0.5, 0.9):
+        forward_drift, g_sq = sde.continuous_forward_sde(1 - t, schedule)
+        score = sde.continuous_score(mu, x_hat, torch.full((5,), t, dtype=torch.float64), schedule)
+        drift, diffusion = sde.continuous_reverse_sde(mu, x_hat, t, schedule)
+        assert torch.allclose(drift, -forward_drift * mu + g_sq * score, rtol=1e-10)
+        assert diffusion**2 == pytest.approx(float(g_sq), rel=1e-10)
+        assert torch.allclose(sde.continuous_pf_ode_drift(mu, x_hat, t, schedule),
+                              -forward_drift * mu + 0.5 * g_sq * score, rtol=1e-10)
+    dschedule = DiscreteSchedule(3.0, 4)
+    y = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    e_hat = torch.softmax(torch.randn(5, 4, generator=gen, dtype=torch.float64), -1)
+    for t in (0.2, 0.5, 0.9):
+        forward_drift, g_sq = sde.discrete_forward_sde(1 - t, dschedule)
+        score = sde.discrete_score(y, e_hat, torch.full((5,), t, dtype=torch.float64), dschedule)
+        drift, diffusion = sde.discrete_reverse_sde(e_hat, t, dschedule)
+        # the reverse drift does not depend on y: its linear part cancels against the score's
+        assert torch.allclose(drift.expand_as(y), -forward_drift * y + g_sq * score, rtol=1e-10)
+        assert diffusion**2 == pytest.approx(float(g_sq), rel=1e-10)
+        assert torch.allclose(sde.discrete_pf_ode_drift(y, e_hat, t, dschedule),
+                              -forward_drift * y + 0.5 * g_sq * score, rtol=1e-10)
+
+
 # ------------------------------------------------------------------ bad input
 
 

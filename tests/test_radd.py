@@ -273,6 +273,22 @@ def test_zero_shot_perplexity_of_the_oracle_is_the_true_nll():
     assert result.perplexity == pytest.approx(math.exp(result.nelbo_per_token.mean))
 
 
+def test_zero_shot_perplexity_does_not_count_draws_of_one_sequence_as_independent():
+    """However many draws, the standard error cannot fall below the spread of the sequences' own NLLs: the draws of
+    one sequence share it. (Counting the 40 x 64 draws as independent gave 0.012 here, under that floor of 0.043.)"""
+    chain = MarkovChain(vocab_size=8, seed=0)
+    windows = chain.sample(40, 16, generator=torch.Generator().manual_seed(0))
+    true_nll = (-chain.log_prob(windows)).double() / 16
+    result = zero_shot_perplexity(chain.oracle_denoiser(), windows, mask_id=8, loss="k_dce", draws=64,
+                                  generator=torch.Generator().manual_seed(1))
+    floor = true_nll.std().item() / math.sqrt(len(windows))
+    assert result.nelbo_per_token.stderr > 0.9 * floor
+    assert result.per_sequence.shape == (40,)
+    assert result.per_sequence.mean().item() == pytest.approx(result.nelbo_per_token.mean)
+    # each sequence's mean of 64 draws sits near its own exact NLL: the per-sequence values are usable for pairing
+    assert (result.per_sequence - true_nll).abs().mean() < 0.5 * true_nll.std()
+
+
 # --- bad input ---------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 DIGIT_LEVELS = 17  # pixel values 0..16
-DIGIT_SIDE = 8
 
 
 @dataclass

@@ -82,11 +82,6 @@ class DigitFeatures:
         return frechet_distance(self.features(images_a), self.features(images_b))
 
 
-def pixel_frechet_distance(images_a: Tensor, images_b: Tensor) -> float:
-    """Frechet distance between Gaussian fits of the raw pixels."""
-    return frechet_distance(images_a.double().numpy(), images_b.double().numpy())
-
-
 def independent_categorical_nll(train_values: Tensor, test_values: Tensor, num_classes: int) -> float:
     """Test NLL in bits/dim of the baseline that models every pixel independently by its training histogram
     (add-one smoothing). train/test_values: (n, D) integer classes. Exact, no sampling."""

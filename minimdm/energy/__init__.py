@@ -22,8 +22,7 @@ Modules: ``schedules`` (Beta-CDF weight, alpha*, the schedule object), ``energie
 minimiser), ``sampling`` (the Bernoulli sampler, prompt completion and its score), ``toy`` (the exact 5-token toy),
 ``search`` (the (a, b) grid).
 """
-from minimdm.energy.schedules import (BetaCDFSchedule, BetaWeight, check_beta_parameters, optimal_alpha, paper_time,
-                                      weight_of_alpha)
+from minimdm.energy.schedules import BetaCDFSchedule, BetaWeight, check_beta_parameters, optimal_alpha, paper_time
 from minimdm.energy.sampling import (SAMPLER_NAMES, SAMPLERS, bernoulli_generate, complete_prompts, completion_excess_nll, time_grid,
                                      unmask_probabilities)
 from minimdm.energy.toy import (MaskedStates, exact_output_law, paper_toy_target, total_variation)

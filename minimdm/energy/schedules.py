@@ -80,11 +80,6 @@ def optimal_alpha(gamma: torch.Tensor) -> torch.Tensor:
     return torch.sin(0.5 * math.pi * gamma) ** 2
 
 
-def weight_of_alpha(alpha: torch.Tensor) -> torch.Tensor:
-    """gamma = (2/pi) arcsin(sqrt(alpha)): the inverse map. Every schedule is optimal for exactly one weight."""
-    return (2 / math.pi) * torch.arcsin(alpha.clamp(0, 1).sqrt())
-
-
 class BetaCDFSchedule(Schedule):
     """alpha = sin^2(pi/2 * I_tau(a, b)) (Prop. 3.7), in the course's time t = 1 - tau, so it plugs into the sampler.
 

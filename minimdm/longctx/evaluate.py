@@ -72,9 +72,6 @@ class PasskeyGrid:
         """Binomial standard error of each cell."""
         return (self.accuracy * (1 - self.accuracy) / self.samples).sqrt()
 
-    def mean_over_depths(self) -> torch.Tensor:
-        return self.accuracy.mean(1)
-
 
 def passkey_grid(model, task: PasskeyTask, lengths, depths, samples: int, seed: int = 0, steps: int = 1,
                  batch_size: int = 64) -> PasskeyGrid:

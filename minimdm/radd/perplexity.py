@@ -16,9 +16,11 @@ from minimdm.radd.score import conditional_logits
 
 @dataclass
 class PerplexityResult:
-    nelbo_per_token: Estimate  # nats per token, an upper bound on the NLL, with a Monte Carlo standard error
+    nelbo_per_token: Estimate  # nats per token, an upper bound on the NLL, with its standard error over the sequences
     num_sequences: int
     seq_len: int
+    per_sequence: torch.Tensor  # (N,) float64: each sequence's NELBO per token, its draws averaged. Two models scored
+    # on the same data are compared sequence by sequence (a paired difference), which cancels how hard each one is
 
     @property
     def perplexity(self) -> float:
@@ -30,7 +32,9 @@ class PerplexityResult:
 def zero_shot_perplexity(model, data, mask_id: int, *, seq_len: int | None = None, loss: str | RADDLoss = "lambda_dce",
                          draws: int = 16, batch_size: int = 32, device=None, generator=None) -> PerplexityResult:
     """NELBO per token of ``data`` under ``model``: for each batch, ``draws`` stratified draws of ``loss``
-    (eps = 0: unbiased), averaged; PPL = exp(mean / L) bounds the perplexity from above.
+    (eps = 0: unbiased), averaged; PPL = exp(mean / L) bounds the perplexity from above. The standard error is taken
+    over the sequences, each one's draws averaged first: draws of the same sequence are not independent of each
+    other (they share how hard that sequence is), so treating them as independent would understate it.
 
     ``data``: windows (N, L) (e.g. ``TokenStream.windows('val')``), a 1-D token stream cut into seq_len windows,
     or an iterable of (B, L) batches.
@@ -52,16 +56,19 @@ def zero_shot_perplexity(model, data, mask_id: int, *, seq_len: int | None = Non
     if hasattr(model, "eval"):
         model.eval()
     device = device if device is not None else device_of(model)
-    values, count, length = [], 0, None
+    per_sequence, length = [], None
     for batch in batches:
         batch = batch.to(device)
-        length, count = batch.shape[1], count + batch.shape[0]
-        values += [loss(model, batch, generator=generator).double().cpu() / length for _ in range(draws)]
+        length = batch.shape[1]
+        batch_draws = torch.stack([loss(model, batch, generator=generator).double().cpu() / length
+                                   for _ in range(draws)])  # (draws, B)
+        per_sequence.append(batch_draws.mean(0))
     if was_training:
         model.train()
-    if not values:
+    if not per_sequence:
         raise ValueError("data holds no sequence to evaluate")
-    return PerplexityResult(Estimate.from_draws(torch.cat(values)), count, length)
+    per_sequence = torch.cat(per_sequence)
+    return PerplexityResult(Estimate.from_draws(per_sequence), len(per_sequence), length, per_sequence)
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ from minimdm.rid.autoencoder import Autoencoder, train_autoencoder
 from minimdm.rid.data import SIDE, TrainingDigits
 from minimdm.train import TrainConfig, train
 
-N_DIGITS = 10
 NULL_SLOT = 10
 NEW_TOKEN = 11
 N_SLOTS = 12

@@ -34,8 +34,3 @@ def factorised_law(joint: EnumerableJoint, probs: Tensor) -> Tensor:
     """Law over the table of "pick b uniformly, then draw each position independently from probs[b]":
     mean_b prod_d probs[b, d, x_d]. (B, L, K) -> (N,). It averages exactly over the final draw."""
     return torch.exp(_log_evidence(joint, probs.double())).mean(0)
-
-
-def empirical_law(joint: EnumerableJoint, samples: Tensor) -> Tensor:
-    """Histogram of (n, L) samples over the table -> (N,)."""
-    return torch.bincount(joint.index(samples), minlength=len(joint.probs)).double() / len(samples)

@@ -37,7 +37,6 @@ SLOT = 8  # tokens per answer: text, <eot>, <eos> padding
 MAX_K = 3  # "plus k" adds 1..MAX_K: a few dozen addition facts, learnable in minutes
 SINGLE_KINDS = ("digit", "parity", "plus", "describe")
 FOLLOW_UP_KINDS = ("then_plus", "then_even")
-KINDS = SINGLE_KINDS + FOLLOW_UP_KINDS
 
 
 class DialogueTokenizer(TaskTokenizer):
