@@ -273,6 +273,21 @@ def test_zero_shot_perplexity_of_the_oracle_is_the_true_nll():
     assert result.perplexity == pytest.approx(math.exp(result.nelbo_per_token.mean))
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_each_loss_with_a_prompt_estimates_the_conditional_nll(name):
+    """SFT's form: ``maskable`` marks the answer, the prompt is never noised and the weight counts answer positions
+    only. With true conditionals every loss is then unbiased for -log p(answer | prompt), not for -log p(x)."""
+    chain = MarkovChain(vocab_size=4, concentration=0.5, seed=3)
+    x0 = chain.sample(1, 6, torch.Generator().manual_seed(0))
+    maskable = torch.tensor([[False, False, False, True, True, True]]).expand(4096, -1)
+    draws = get_loss(name, 4, eps=0.0)(chain.oracle_denoiser(), x0.expand(4096, -1), maskable=maskable,
+                                       generator=torch.Generator().manual_seed(0)).double()
+    se = draws.std().item() / math.sqrt(len(draws))
+    conditional_nll = -(chain.log_prob(x0) - chain.log_prob(x0[:, :3])).item()
+    assert abs(draws.mean().item() - conditional_nll) < 4 * se
+    assert abs(draws.mean().item() + chain.log_prob(x0).item()) > 10 * se
+
+
 def test_zero_shot_perplexity_does_not_count_draws_of_one_sequence_as_independent():
     """However many draws, the standard error cannot fall below the spread of the sequences' own NLLs: the draws of
     one sequence share it. (Counting the 40 x 64 draws as independent gave 0.012 here, under that floor of 0.043.)"""
