@@ -3,7 +3,7 @@
 Both share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``vocab_size``,
 ``save(path)`` / ``load(path)``. Ids run 0..vocab_size-1; a model's mask token is the extra id vocab_size.
 
-``hf_tokenizer(tokenizer)`` (or ``tokenizer.to_hf()``) gives the same ids as a ``transformers``
+``hf_tokenizer(tokenizer)`` gives the same ids as a ``transformers``
 ``PreTrainedTokenizerFast``, with the mask as ``mask_token`` at id vocab_size: it saves beside a model and loads
 with ``AutoTokenizer`` and no custom code.
 """
@@ -56,9 +56,6 @@ class CharTokenizer:
     def load(cls, path) -> "CharTokenizer":
         return cls(json.loads(Path(path).read_text())["chars"])
 
-    def to_hf(self):
-        return hf_tokenizer(self)
-
 
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style), trained on the corpus in about a second for a 4k vocabulary."""
@@ -100,9 +97,6 @@ class BPETokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(path)))
-
-    def to_hf(self):
-        return hf_tokenizer(self)
 
 
 def get_tokenizer(kind: str, text: str, vocab_size: int = 4096):
