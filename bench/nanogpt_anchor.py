@@ -7,6 +7,7 @@
     python bench/nanogpt_anchor.py --skip arm --mdm-seconds 300 --mdm-set n_layers=8 d_model=512 n_heads=8 \
         --out bench/results/nanogpt_moonshot_trial_8l512_h100.json   # a moonshot trial: another MDM recipe
     python bench/nanogpt_anchor.py --skip arm --ema 0.999 ...  # also average the weights; both are evaluated
+    python bench/nanogpt_anchor.py --skip arm --mdm-weight-decay 1.0 ...  # stronger weight decay for the MDM
     python bench/nanogpt_anchor.py --arm-set autocast_residual=true --mdm-set autocast_residual=true \
         --out bench/results/nanogpt_anchor_bf16_residual_<gpu>.json    # both kinds with a bf16 residual stream
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
@@ -172,8 +173,9 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     log(f"[{kind}] final after {final['seconds']:.1f} s of training ({result.step} steps, "
         f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}; lowest on the way "
         f"{best['val']:.4f} ± {best['se']:.4f} at {best['seconds']:.1f} s")
-    report = {"recipe": asdict(recipe), "params_non_embedding": non_embedding_params(model),
-              "compile_seconds": compile_seconds, "step_seconds_measured": step_seconds, "steps_done": result.step,
+    report = {"recipe": asdict(recipe), "optimizer": trainer_settings,
+              "params_non_embedding": non_embedding_params(model), "compile_seconds": compile_seconds,
+              "step_seconds_measured": step_seconds, "steps_done": result.step,
               "tokens_per_s": tokens_per_s, "curve": curve, "best": best, "final": final}
     if result.ema_weights is not None:  # the same look at the averaged weights
         unknown = forward.load_state_dict(result.ema_weights, strict=False).unexpected_keys
@@ -213,6 +215,8 @@ def main(argv=None):
                              "run that a time limit cut short (e.g. the 15-minute moonshot in 10-minute pieces)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                         help="MDM only: also average the weights (e.g. 0.999) and evaluate both")
+    parser.add_argument("--mdm-weight-decay", type=float, default=NANOGPT_OPTIMIZER["weight_decay"], metavar="WD",
+                        help="MDM only: AdamW's weight decay on the matrices (default 0.1, nanoGPT's)")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     parser.add_argument("--arm-set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -255,6 +259,7 @@ def main(argv=None):
     if args.skip != "mdm":
         report["mdm"] = run_kind("mdm", mdm_recipe, mdm_seconds, device, compile, mdm_every, draws,
                                  {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}
+                                 | {"weight_decay": args.mdm_weight_decay}
                                  | ({"ema_decay": args.ema} if args.ema else {}), stream,
                                  tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"))
     tag = "quick" if args.quick else name.split()[-1].lower()

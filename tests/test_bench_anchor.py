@@ -18,10 +18,15 @@ def run_anchor(*args):
 def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resume(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     from nanogpt_anchor import read_val
+    from minimdm.train import read_checkpoint
 
-    common = ["--skip", "arm", "--ema", "0.99", "--mdm-seconds", "3", "--checkpoint-dir", str(tmp_path / "run")]
+    common = ["--skip", "arm", "--ema", "0.99", "--mdm-weight-decay", "0.5", "--mdm-seconds", "3",
+              "--checkpoint-dir", str(tmp_path / "run")]
     run_anchor(*common, "--out", str(tmp_path / "first.json"))
     first = json.loads((tmp_path / "first.json").read_text())["mdm"]
+    # the MDM's weight decay reaches the trainer (its saved config) and the report
+    assert read_checkpoint(tmp_path / "run" / "mdm")[2]["train"]["weight_decay"] == 0.5
+    assert first["optimizer"]["weight_decay"] == 0.5
     # each saved look is the lowest of its curve
     folder = tmp_path / "run" / "mdm"
     assert read_val(folder / "kept_best_trained.safetensors") == min(point["val"] for point in first["curve"])
