@@ -28,8 +28,8 @@ all validation windows of 256 characters, both kinds on the *same* windows:
   standard error. Target: <= 1.55 within 5 minutes. The MDM's report also scores its final weights decoded left to
   right, one character per call: an exact NLL, comparable with the ARM's (``final_left_to_right``; notebook 02), and
   the weights of its lowest look, again on the final look's masks (``kept_best_trained`` / ``kept_best_averaged``).
-  The ARM's kept best (``kept_best_trained``) and the left-to-right MDM list each window's NLL (``per_window``), so
-  the two can be compared window by window, with a paired error.
+  The final looks, the kept best looks and the left-to-right MDM list each window's value (``per_window``), so two
+  runs can be compared window by window, with a paired error (two MDM looks with the same seed share their masks).
 
 Time is training time, the trainer's own clock: evaluations and checkpoints are excluded, and ``torch.compile`` is
 warmed up before the clock starts (its compile time is reported separately). bf16 autocast and fused AdamW on
@@ -57,8 +57,10 @@ from field_settings import field_changes
 from minimdm.arm import loss_function, token_nll, train_kind
 from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
+from minimdm.mdm.elbo import Estimate
+from minimdm.mdm.likelihood import corpus_nelbo_per_sequence
 from minimdm.radd import ordered_nll
-from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
+from minimdm.recipes import TextRecipe, build_model, prepare_data
 from minimdm.train import CHECKPOINT_FILE, atomic_write, read_checkpoint
 
 NANOGPT_ARM = TextRecipe(corpus="tinyshakespeare", seq_len=256, n_layers=6, d_model=384, n_heads=6, dropout=0.2,
@@ -103,7 +105,8 @@ def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int) 
 
 def evaluate(kind, model, stream, windows, draws, seed=0, keep_windows=False) -> dict:
     """Nats per character on the fixed validation windows: exact NLL (ARM) or NELBO with SE (MDM).
-    ``keep_windows``: the ARM's report also lists each window's NLL, for paired comparisons on the same windows."""
+    ``keep_windows``: the report also lists each window's value, for paired comparisons on the same windows (and,
+    for the MDM, the same masks)."""
     if kind == "arm":
         device = next(model.parameters()).device
         nll = torch.cat([token_nll(model, chunk.to(device)) for chunk in windows.split(64)])  # (N, T)
@@ -111,8 +114,12 @@ def evaluate(kind, model, stream, windows, draws, seed=0, keep_windows=False) ->
         se = per_window.std().item() / math.sqrt(len(per_window))
         return {"val": per_window.mean().item(), "se": se, "val_nanogpt_convention": per_window_nanogpt.mean().item()} \
             | ({"per_window": per_window.tolist()} if keep_windows else {})
-    estimate = validation_nelbo(model, stream, len(windows), draws, seed=seed)
-    return {"val": estimate.mean, "se": estimate.stderr}
+    # validation_nelbo's estimate (same windows, batches and generator seed), keeping each window's value
+    device = next(model.parameters()).device
+    per_window = corpus_nelbo_per_sequence(model, windows.to(device), model.mask_id, num_draws=draws,
+                                           generator=torch.Generator(device=device).manual_seed(seed))
+    estimate = Estimate.from_draws(per_window)
+    return {"val": estimate.mean, "se": estimate.stderr} | ({"per_window": per_window.tolist()} if keep_windows else {})
 
 
 def read_val(path: Path) -> float:
@@ -166,7 +173,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
                               | trainer_settings))
     model.eval()
     curve = result.evals  # {"step", "seconds", "val", "se"}: the trainer's record, kept across resumes
-    final = evaluate(kind, model, stream, windows, draws * 4, seed=1)  # a more precise last look
+    final = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True)  # a more precise last look
     final["seconds"] = result.seconds
     tokens_per_s = result.tokens / result.seconds
     best = min(curve, key=lambda point: point["val"])  # nanoGPT's number: it saves only when val improves
@@ -180,7 +187,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     if result.ema_weights is not None:  # the same look at the averaged weights
         unknown = forward.load_state_dict(result.ema_weights, strict=False).unexpected_keys
         assert not unknown, f"averaged weights that the model does not have: {unknown}"
-        report["final_ema"] = evaluate(kind, model, stream, windows, draws * 4, seed=1)
+        report["final_ema"] = evaluate(kind, model, stream, windows, draws * 4, seed=1, keep_windows=True)
         report["best_ema"] = min(curve, key=lambda point: point["ema_val"])
         report["ema_decay"] = trainer_settings["ema_decay"]
         log(f"[{kind}] averaged weights (decay {trainer_settings['ema_decay']}): final {report['final_ema']['val']:.4f} ± "

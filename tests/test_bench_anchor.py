@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +29,9 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
     # the MDM's weight decay reaches the trainer (its saved config) and the report
     assert read_checkpoint(tmp_path / "run" / "mdm")[2]["train"]["weight_decay"] == 0.5
     assert first["optimizer"]["weight_decay"] == 0.5
+    # the final looks keep each window's NELBO, so that two trials can be compared window by window
+    windows = json.loads((tmp_path / "first.json").read_text())["val_windows"]
+    assert len(first["final"]["per_window"]) == len(first["final_ema"]["per_window"]) == windows
     # each saved look is the lowest of its curve
     folder = tmp_path / "run" / "mdm"
     assert read_val(folder / "kept_best_trained.safetensors") == min(point["val"] for point in first["curve"])
@@ -39,3 +44,20 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
     assert again["steps_done"] == first["steps_done"] and again["curve"] == first["curve"]
     for label in ("trained", "averaged"):
         assert again[f"kept_best_{label}"] == first[f"kept_best_{label}"]
+
+
+def test_the_mdm_look_is_validation_nelbo_with_each_window_kept():
+    """The anchor scores the MDM through the per-window values, so that two trials can be paired window by window;
+    its number must stay the course's validation_nelbo (same windows, batches and masks) so old and new runs compare."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from nanogpt_anchor import evaluate
+    from minimdm.recipes import TextRecipe, build_model, prepare_data, validation_nelbo
+
+    recipe = TextRecipe(corpus="python_docs", seq_len=32, n_layers=1, d_model=32, n_heads=2)
+    tokenizer, stream = prepare_data(recipe)
+    model = build_model(recipe, tokenizer.vocab_size).eval()
+    look = evaluate("mdm", model, stream, stream.windows("val", 70), draws=2, seed=3, keep_windows=True)
+    expected = validation_nelbo(model, stream, 70, 2, seed=3)
+    assert look["val"] == pytest.approx(expected.mean, rel=1e-12)
+    assert look["se"] == pytest.approx(expected.stderr, rel=1e-12)
+    assert len(look["per_window"]) == 70 and sum(look["per_window"]) / 70 == pytest.approx(look["val"], rel=1e-12)

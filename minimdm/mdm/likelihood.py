@@ -113,6 +113,15 @@ def corpus_nelbo(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: 
     is one observation and the standard error is over rows: draws of one row share that row, so treating all
     (row, draw) values as independent would understate the error.
     """
+    return Estimate.from_draws(corpus_nelbo_per_sequence(denoiser, sequences, mask_id, estimator=estimator,
+                                                         num_draws=num_draws, batch_size=batch_size, generator=generator))
+
+
+def corpus_nelbo_per_sequence(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: str = "l",
+                              num_draws: int = 1, batch_size: int = 64,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """``corpus_nelbo``'s observations: each row's negative ELBO per token, its draws averaged, (N,) float64. Two
+    models scored on the same rows with the same generator seed can be compared row by row (a paired difference)."""
     if sequences.dim() != 2:
         raise ValueError(f"sequences must have shape (num_sequences, length), got {tuple(sequences.shape)}")
     per_row = []
@@ -120,4 +129,4 @@ def corpus_nelbo(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: 
         batch = sequences[start:start + batch_size]
         draws = elbo_draws(denoiser, batch, mask_id, estimator, num_draws, generator=generator)  # (R, b) nats/seq
         per_row.append(draws.mean(0) / batch.shape[1])
-    return Estimate.from_draws(torch.cat(per_row))
+    return torch.cat(per_row).double()
