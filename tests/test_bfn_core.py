@@ -172,7 +172,8 @@ def test_reverse_sdes_and_pf_odes_follow_from_the_forward_sdes_and_the_score():
     forward coefficients and the score at the same point."""
     gen = torch.Generator().manual_seed(0)
     schedule = ContinuousSchedule(0.02)
-    mu, x_hat = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.rand(5, 3, generator=gen, dtype=torch.float64)
+    mu = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    x_hat = torch.rand(5, 3, generator=gen, dtype=torch.float64)
     for t in (0.2, 0.5, 0.9):
         forward_drift, g_sq = sde.continuous_forward_sde(1 - t, schedule)
         score = sde.continuous_score(mu, x_hat, torch.full((5,), t, dtype=torch.float64), schedule)

@@ -113,8 +113,9 @@ def corpus_nelbo(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: 
     is one observation and the standard error is over rows: draws of one row share that row, so treating all
     (row, draw) values as independent would understate the error.
     """
-    return Estimate.from_draws(corpus_nelbo_per_sequence(denoiser, sequences, mask_id, estimator=estimator,
-                                                         num_draws=num_draws, batch_size=batch_size, generator=generator))
+    per_row = corpus_nelbo_per_sequence(denoiser, sequences, mask_id, estimator=estimator, num_draws=num_draws,
+                                        batch_size=batch_size, generator=generator)
+    return Estimate.from_draws(per_row)
 
 
 def corpus_nelbo_per_sequence(denoiser, sequences: torch.Tensor, mask_id: int, *, estimator: str = "l",
