@@ -72,6 +72,12 @@ class TrainConfig:
             raise ValueError(f"steps={self.steps} must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        if self.warmup_steps < 0:  # warmup_steps >= steps is allowed: the rate then ramps up for the whole run
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0 (0: no warmup)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip={self.grad_clip} must be >= 0 (0 turns clipping off)")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum={self.grad_accum} must be >= 1")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -153,6 +153,19 @@ def test_weight_average_is_evaluated_beside_the_weights_and_resumes_exactly(tmp_
         assert torch.equal(resumed.ema_weights[name], value), name
 
 
+@pytest.mark.parametrize("field,value", [("steps", 0), ("lr", 0.0), ("warmup_steps", -1), ("weight_decay", -0.1),
+                                         ("grad_clip", -1.0), ("grad_accum", 0), ("min_lr_ratio", 1.5)])
+def test_train_config_bad_input(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        TrainConfig(**{field: value})
+
+
+def test_warmup_longer_than_the_run_ramps_throughout():
+    cfg = TrainConfig(steps=10, lr=1.0, warmup_steps=20)
+    rates = [learning_rate(cfg, step) for step in range(cfg.steps)]
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(10 / 20)
+
+
 def test_weight_average_bad_input(tmp_path):
     with pytest.raises(ValueError, match="ema_decay=1.*must lie in"):
         config(ema_decay=1.0)
