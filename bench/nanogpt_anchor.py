@@ -8,6 +8,7 @@
         --out bench/results/nanogpt_moonshot_trial_8l512_h100.json   # a moonshot trial: another MDM recipe
     python bench/nanogpt_anchor.py --skip arm --ema 0.999 ...  # also average the weights; both are evaluated
     python bench/nanogpt_anchor.py --skip arm --mdm-weight-decay 1.0 ...  # stronger weight decay for the MDM
+    python bench/nanogpt_anchor.py --skip arm --mdm-steps 40000 ...  # the cosine's length, from an earlier run
     python bench/nanogpt_anchor.py --arm-set autocast_residual=true --mdm-set autocast_residual=true \
         --out bench/results/nanogpt_anchor_bf16_residual_<gpu>.json    # both kinds with a bf16 residual stream
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
@@ -69,6 +70,13 @@ NANOGPT_OPTIMIZER = dict(betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0, min
 COURSE_MDM = replace(NANOGPT_ARM, dropout=0.2, batch_size=256, lr=2e-3, warmup_steps=200)
 
 QUICK_SHAPE = dict(seq_len=64, n_layers=2, d_model=64, n_heads=4, batch_size=16)
+QUICK_WINDOWS = 64  # validation windows scored under --quick
+
+
+def quick_recipe(recipe: TextRecipe) -> TextRecipe:
+    """--quick: tiny shapes, on Tiny Shakespeare where it is cached, else on a corpus every checkout has."""
+    corpus = "tinyshakespeare" if (data_dir() / "tinyshakespeare.txt").exists() else "python_docs"
+    return replace(recipe, corpus=corpus, **QUICK_SHAPE)
 
 
 def sync(device: torch.device) -> None:
@@ -129,7 +137,7 @@ def read_val(path: Path) -> float:
 
 
 def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_settings, stream, vocab_size, log,
-             max_windows=None, checkpoint_dir=None):
+             max_windows=None, checkpoint_dir=None, steps=None):
     model = build_model(recipe, vocab_size, causal=kind == "arm").to(device)
     # The trainer gets the compiled wrapper itself (and compile=False), so the graphs compiled during the
     # warm-up are the ones it trains with; evaluation uses the eager model, which shares the parameters.
@@ -139,6 +147,8 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     if resuming:  # the first run sized the schedule; the rest of it must follow the same one
         _, _, config = read_checkpoint(checkpoint_dir)
         recipe = replace(recipe, steps=config["train"]["steps"])
+    elif steps is not None:  # a schedule sized from an earlier run's measured step time
+        recipe = replace(recipe, steps=steps)
     elif kind == "mdm":  # size the cosine so it ends with the time budget (optimizer step ~5% on top of fwd+bwd)
         recipe = replace(recipe, steps=max(recipe.warmup_steps + 10, int(0.97 * seconds / (1.05 * step_seconds))))
     log(f"[{kind}] compile/warm-up {compile_seconds:.1f} s, ~{step_seconds * 1e3:.1f} ms per fwd+bwd, "
@@ -224,11 +234,16 @@ def main(argv=None):
                         help="MDM only: also average the weights (e.g. 0.999) and evaluate both")
     parser.add_argument("--mdm-weight-decay", type=float, default=NANOGPT_OPTIMIZER["weight_decay"], metavar="WD",
                         help="MDM only: AdamW's weight decay on the matrices (default 0.1, nanoGPT's)")
+    parser.add_argument("--mdm-steps", type=int, default=None, metavar="N",
+                        help="MDM only: the cosine's length in steps (default: sized from a timed warm-up to end inside "
+                             "--mdm-seconds, which leaves ~10%% of the budget unused); --mdm-seconds still stops it")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     parser.add_argument("--arm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the ARM recipe, e.g. autocast_residual=true")
     args = parser.parse_args(argv)
+    if args.mdm_steps is not None and args.mdm_steps < 1:
+        parser.error(f"--mdm-steps {args.mdm_steps}: the schedule needs at least 1 step")
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     arm_recipe, mdm_recipe = NANOGPT_ARM, COURSE_MDM
@@ -236,10 +251,8 @@ def main(argv=None):
     max_windows = None  # all of them
     if args.quick:
         torch.set_num_threads(1)
-        corpus = "tinyshakespeare" if (data_dir() / "tinyshakespeare.txt").exists() else "python_docs"
-        arm_recipe = replace(arm_recipe, corpus=corpus, **QUICK_SHAPE)
-        mdm_recipe = replace(mdm_recipe, corpus=corpus, **QUICK_SHAPE)
-        arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, args.mdm_seconds or 8.0, 20, 20, 2, 64
+        arm_recipe, mdm_recipe = quick_recipe(arm_recipe), quick_recipe(mdm_recipe)
+        arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, args.mdm_seconds or 8.0, 20, 20, 2, QUICK_WINDOWS
     elif device.type != "cuda":
         sys.exit("no CUDA device: the anchor is a GPU benchmark (use --quick for a CPU smoke run)")
     # both kinds see the same data and are scored on the same windows, the ARM follows nanoGPT's schedule and the
@@ -268,7 +281,7 @@ def main(argv=None):
                                  {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}
                                  | {"weight_decay": args.mdm_weight_decay}
                                  | ({"ema_decay": args.ema} if args.ema else {}), stream,
-                                 tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"))
+                                 tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"), args.mdm_steps)
     tag = "quick" if args.quick else name.split()[-1].lower()
     out = Path(args.out or f"bench/results/nanogpt_anchor_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

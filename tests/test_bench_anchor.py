@@ -10,11 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_anchor(*args):
+def run_bench(script, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "nanogpt_anchor.py"), "--quick", *args],
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def run_anchor(*args):
+    run_bench("nanogpt_anchor.py", *args)
 
 
 def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resume(tmp_path):
@@ -44,6 +48,24 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
     assert again["steps_done"] == first["steps_done"] and again["curve"] == first["curve"]
     for label in ("trained", "averaged"):
         assert again[f"kept_best_{label}"] == first[f"kept_best_{label}"]
+
+    # rescore_nelbo.py: its look at mask seed 1 is the anchor's final look at those weights (32 draws there, 4 times
+    # the curve's; 8 under --quick), and its mean and errors are those of the seeds' looks
+    run_bench("rescore_nelbo.py", str(folder / "kept_best_averaged.safetensors"), "--seeds", "1", "3", "--draws", "8",
+              "--out", str(tmp_path / "rescore.json"))
+    rescored = json.loads((tmp_path / "rescore.json").read_text())
+    assert rescored["per_seed"]["1"]["val"] == pytest.approx(first["kept_best_averaged"]["val"], rel=1e-6)
+    per_seed = [rescored["per_seed"][seed]["val"] for seed in ("1", "2", "3")]
+    assert len(set(per_seed)) == 3  # other seeds, other masks
+    assert rescored["val"] == pytest.approx(sum(per_seed) / 3, rel=1e-12)
+    spread = (sum((v - rescored["val"]) ** 2 for v in per_seed) / 2) ** 0.5
+    assert rescored["se_masks"] == pytest.approx(spread / 3 ** 0.5, rel=1e-9)
+
+
+def test_a_given_schedule_length_is_followed(tmp_path):
+    run_anchor("--skip", "arm", "--mdm-steps", "25", "--mdm-seconds", "600", "--out", str(tmp_path / "run.json"))
+    report = json.loads((tmp_path / "run.json").read_text())["mdm"]
+    assert report["recipe"]["steps"] == report["steps_done"] == 25
 
 
 def test_the_mdm_look_is_validation_nelbo_with_each_window_kept():
