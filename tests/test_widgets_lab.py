@@ -215,3 +215,38 @@ def test_the_static_figure_has_the_legend_and_the_proposals():
     assert any("masked" in t for t in labels) and any("block boundary" in t for t in labels)
     faint = [t for t in fig.axes[0].texts if t.get_color() != "black"]
     assert len(faint) == 16  # step 0: every masked cell shows the model's top proposal
+
+
+def test_a_greyed_out_block_length_changes_no_step_count():
+    """16 tokens in blocks of 4: LLaDA rounds 6 steps to 8 (a multiple of 4 blocks); RADD has no blocks and runs 6."""
+    lab = make_lab(block_length=4, steps=6)
+    assert len(lab.results[0].frames) == 9
+    run_with(lab, lab.strategy_menu, RADD)
+    assert lab.block_menu.disabled and len(lab.results[0].frames) == 7
+    assert torch.equal(frames_of(lab), frames_of(make_lab(strategy=RADD, steps=6)))  # the block length plays no part
+
+
+def test_the_status_line_reports_the_steps_the_exact_oracle_ran():
+    lab = UnmaskingLab(MarkovChain(vocab_size=6, seed=0), prompt="ab", gen_length=10, steps=4, strategy=EXACT)
+    assert lab.steps_slider.disabled and "(10 steps," in lab.status.value  # one step per token, not the slider's 4
+
+
+def test_constructor_values_outside_the_controls_are_refused():
+    for bad, match in ((dict(block_length=0), r"block_length=0 must be one of \[1, 2, 4, 8, 16\]"),
+                       (dict(block_length=-4), r"block_length=-4"), (dict(block_length=3), r"block_length=3"),
+                       (dict(temperature=2.5), r"temperature=2.5 must lie in 0.0\.\.2.0"),
+                       (dict(cfg_scale=5.0), r"cfg_scale=5.0 must lie in 0.0\.\.4.0"),
+                       (dict(cfg_scale=-1.0), r"cfg_scale=-1.0"), (dict(steps=0), r"steps=0")):
+        with pytest.raises(ValueError, match=match):
+            make_lab(**bad)
+    # more steps than tokens: one token per step (the notebooks and the toy test above rely on it)
+    assert make_lab(steps=40).steps_slider.value == 16
+
+
+def test_guidance_without_a_prompt_costs_no_network_call():
+    """No prompt: the unconditional input is the conditional one, so guidance is skipped (it would only double the
+    network calls)."""
+    plain, guided = make_lab(prompt=""), make_lab(prompt="", cfg_scale=2.0)
+    assert guided.results[0].nfe == plain.results[0].nfe == 8 and torch.equal(frames_of(guided), frames_of(plain))
+    assert guided.settings_used["cfg_scale"] == 0.0
+    assert make_lab(cfg_scale=2.0).results[0].nfe == 16  # with a prompt, guidance runs (two inputs a step)

@@ -39,6 +39,7 @@ LLADA_STRATEGIES = {
 RADD = "RADD cached (tau-leaping)"
 EXACT = "exact oracle (toy: any-order AR)"
 NONE = "(none)"
+MAX_TEMPERATURE, MAX_GUIDANCE = 2.0, 4.0  # the sliders' ranges (both start at 0)
 
 
 class _Letters:
@@ -138,6 +139,13 @@ class UnmaskingLab:
                 raise ValueError(f"{name}={value!r}: allowed values for this model are {self.strategies}")
         if gen_length < 1 or gen_length > max_length:
             raise ValueError(f"gen_length={gen_length} must lie in 1..{max_length} (the model's context)")
+        # refused rather than clamped by the sliders; more steps than tokens still means one token per step
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be at least 1")
+        for name, value, high in (("temperature", temperature, MAX_TEMPERATURE),
+                                  ("cfg_scale", cfg_scale, MAX_GUIDANCE)):
+            if not 0.0 <= value <= high:
+                raise ValueError(f"{name}={value} must lie in 0.0..{high} (the range of its slider)")
 
         style = {"description_width": "8em"}
         self.prompt_box = widgets.Textarea(value=prompt, description="prompt", layout={"width": "36em", "height": "4em"},
@@ -150,13 +158,14 @@ class UnmaskingLab:
         self.steps_slider = widgets.IntSlider(value=min(steps, gen_length), min=1, max=gen_length, description="steps",
                                               style=style, continuous_update=False)
         block = gen_length if block_length is None else block_length
-        if gen_length % block:
-            raise ValueError(f"block_length={block_length} must divide gen_length={gen_length}")
+        if block < 1 or gen_length % block:
+            raise ValueError(f"block_length={block_length} must be one of {_divisors(gen_length)} "
+                             f"(the divisors of gen_length={gen_length})")
         self.block_menu = widgets.Dropdown(options=_divisors(gen_length), value=block, description="block length",
                                            style=style)
-        self.temperature_slider = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
+        self.temperature_slider = widgets.FloatSlider(value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.1,
                                                       description="temperature", style=style, continuous_update=False)
-        self.guidance_slider = widgets.FloatSlider(value=cfg_scale, min=0.0, max=4.0, step=0.5,
+        self.guidance_slider = widgets.FloatSlider(value=cfg_scale, min=0.0, max=MAX_GUIDANCE, step=0.5,
                                                    description="guidance w", style=style, continuous_update=False)
         self.seed_box = widgets.IntText(value=seed, description="seed", style=style, layout={"width": "16em"})
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
@@ -229,9 +238,10 @@ class UnmaskingLab:
         return self.tokenizer.encode(text)
 
     def settings(self) -> dict:
-        """The current controls as sampler settings (steps rounded to a multiple of the number of blocks)."""
+        """The current controls as sampler settings (steps rounded to a multiple of the number of blocks when a
+        LLaDA strategy reads the blocks; a greyed-out block length changes nothing)."""
         gen_length, block = self.length_slider.value, self.block_menu.value
-        blocks = gen_length // block
+        blocks = gen_length // block if not self.block_menu.disabled else 1
         steps = max(blocks, round(self.steps_slider.value / blocks) * blocks)
         return dict(gen_length=gen_length, steps=steps, block_length=block, temperature=self.temperature_slider.value,
                     cfg_scale=self.guidance_slider.value, seed=self.seed_box.value)
@@ -268,6 +278,8 @@ class UnmaskingLab:
         try:
             prompt = torch.tensor([self.prompt_ids()], dtype=torch.long)
             settings = self.settings()
+            if prompt.shape[1] == 0:  # no prompt: guidance's unconditional input is the conditional one, so it
+                settings["cfg_scale"] = 0.0  # would change nothing but double the network calls
             if prompt.shape[1] + settings["gen_length"] > self.max_length:
                 raise ValueError(f"prompt ({prompt.shape[1]} tokens) + answer length ({settings['gen_length']}) exceeds "
                                  f"the model's context of {self.max_length}: shorten one of them")
@@ -289,8 +301,10 @@ class UnmaskingLab:
                                                  f"{result.nfe} network calls, {len(result.frames) - 1} steps</span>")
             self.heatmaps[i].value = commit_order_html(result, self.token_text, 0, self._blocks_of(strategy))
         self.runs += 1
+        # the steps that ran (the exact oracle takes one per token whatever the slider says)
+        steps = " and ".join(dict.fromkeys(str(len(r.frames) - 1) for r in self.results))
         self.status.value = (f"<span style='font-family:sans-serif;font-size:12px;color:#555'>run {self.runs}: generated in "
-                             f"{self.seconds:.2f} s ({settings['steps']} steps, length {settings['gen_length']}, "
+                             f"{self.seconds:.2f} s ({steps} steps, length {settings['gen_length']}, "
                              f"seed {settings['seed']})</span>")
         self._show(0)
         return self.results
