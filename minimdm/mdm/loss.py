@@ -27,20 +27,27 @@ def masked_cross_entropy(logits: torch.Tensor, x0: torch.Tensor, is_masked: torc
     return ce * is_masked
 
 
-def weighted_masked_nll(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
-                        maskable: torch.Tensor | None = None) -> torch.Tensor:
-    """One draw of the integrand: CE_i / p_b at masked positions, 0 elsewhere, (B, L).
+def draw_masks(x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
+               maskable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One draw of the forward process: (x_t, is_masked, p), with p of shape (B,).
 
     t ~ U(0,1) per sequence (stratified=True spreads the B draws evenly over (0,1); each is still U(0,1)),
     clipped to p = (1 - eps) t + eps, and each maskable token masked with probability p.
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps={eps} must lie in [0, 1)")
-    check_model_mask_id(model, mask_id)
     batch = x0.shape[0]
     t = stratified_uniform(batch, x0.device) if stratified else torch.rand(batch, device=x0.device)
     p = (1 - eps) * t + eps  # p_b = (1 - eps) t_b + eps
     xt, is_masked = mask_tokens_t(x0, p, mask_id, maskable)
+    return xt, is_masked, p
+
+
+def weighted_masked_nll(model, x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bool = True,
+                        maskable: torch.Tensor | None = None) -> torch.Tensor:
+    """One draw of the integrand: CE_i / p_b at masked positions, 0 elsewhere, (B, L) (masks from ``draw_masks``)."""
+    check_model_mask_id(model, mask_id)
+    xt, is_masked, p = draw_masks(x0, mask_id, eps, stratified, maskable)
     return masked_cross_entropy(logits_of(model, xt), x0, is_masked) / p[:, None]
 
 

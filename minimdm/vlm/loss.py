@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from minimdm.mdm.forward import mask_tokens_t, stratified_uniform
-from minimdm.mdm.loss import masked_cross_entropy
+from minimdm.mdm.loss import draw_masks, masked_cross_entropy
 
 
 def check_answer_mask(ids: torch.Tensor, answer_mask: torch.Tensor) -> None:
@@ -31,13 +30,9 @@ def check_answer_mask(ids: torch.Tensor, answer_mask: torch.Tensor) -> None:
 
 
 def mask_answers(ids: torch.Tensor, answer_mask: torch.Tensor, mask_id: int, eps: float = 1e-3):
-    """Forward process on the responses only: (x_t, is_masked, p) with one p = (1 - eps) t + eps per dialogue."""
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps={eps} must lie in [0, 1)")
-    t = stratified_uniform(ids.shape[0], ids.device)  # one t per dialogue, spread evenly over the batch
-    p = (1 - eps) * t + eps
-    xt, is_masked = mask_tokens_t(ids, p, mask_id, maskable=answer_mask)  # image and prompts are never masked
-    return xt, is_masked, p
+    """Forward process on the responses only: (x_t, is_masked, p) with one p = (1 - eps) t + eps per dialogue,
+    t spread evenly over the batch; the image and the prompts are never masked (LLaDA's SFT draw)."""
+    return draw_masks(ids, mask_id, eps, stratified=True, maskable=answer_mask)
 
 
 def masked_answer_loss(logits: torch.Tensor, ids: torch.Tensor, is_masked: torch.Tensor,
