@@ -86,17 +86,24 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    directory = Path(args.checkpoint)
-    device = resolve_device(args.device)
-    if args.chat:  # an interactive chat with a model fine-tuned on minimdm.data.tasks (notebook 05)
-        from minimdm.chat import chat_from_checkpoint
+    from minimdm.chat import chat_from_checkpoint, chat_with
+    from minimdm.pretrained import load_pretrained
 
-        chat_from_checkpoint(directory, device=str(device))
-        return
-    if args.num < 1:
+    if not args.chat and args.num < 1:
         raise ValueError(f"--num={args.num} must be at least 1")
-    model = load_model(directory, device=str(device))
-    tokenizer = load_tokenizer(directory)
+    device = resolve_device(args.device)
+    if args.pretrained is not None:  # a model shipped with the course, instead of a training checkpoint
+        shipped = load_pretrained(args.pretrained, device=device)
+        if args.chat:
+            chat_with(shipped.model, shipped.card.get("chat"), where=f"the shipped model {args.pretrained!r}")
+            return
+        model, tokenizer = shipped.model, shipped.tokenizer
+    else:
+        directory = Path(args.checkpoint)
+        if args.chat:  # an interactive chat with a model fine-tuned on minimdm.data.tasks (notebook 05)
+            chat_from_checkpoint(directory, device=str(device))
+            return
+        model, tokenizer = load_model(directory, device=str(device)), load_tokenizer(directory)
     prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
     prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1).repeat(args.num, 1)
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -130,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="sample from a trained checkpoint")
     sample.add_argument("--checkpoint", default="runs/mdm")
+    sample.add_argument("--pretrained", default=None, metavar="NAME",
+                        help="a model shipped with the course instead of --checkpoint, e.g. shakespeare-char or "
+                             "llada-sft-tasks (minimdm.pretrained.available() lists them)")
     sample.add_argument("--prompt", default="")
     sample.add_argument("--gen-length", type=int, default=64)
     sample.add_argument("--steps", type=int, default=None, help="default: gen_length (one token per step)")

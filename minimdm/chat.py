@@ -12,7 +12,7 @@ from pathlib import Path
 from minimdm.mdm.answers import Answers, answer_conversations, answer_prompts
 
 __all__ = ["Answers", "answer_conversations", "answer_prompts", "exact_match_report", "run_chat",
-           "save_chat_settings", "chat_from_checkpoint", "CHAT_SETTINGS_FILE"]
+           "save_chat_settings", "chat_with", "chat_from_checkpoint", "CHAT_SETTINGS_FILE"]
 
 
 def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **kwargs) -> dict:
@@ -55,8 +55,10 @@ def exact_match_report(model, tokenizer, examples, *, batch_size: int = 128, **k
 
 
 def run_chat(model, tokenizer, *, gen_length: int = 16, steps: int | None = None, block_length: int | None = None,
-             remasking: str = "low_confidence", temperature: float = 0.0, read=input, write=print) -> list[dict]:
-    """A read-answer loop that keeps the conversation (multi-turn); '/reset' forgets it, '/quit' or EOF ends."""
+             remasking: str = "low_confidence", temperature: float = 0.0, read=None, write=None) -> list[dict]:
+    """A read-answer loop that keeps the conversation (multi-turn); '/reset' forgets it, '/quit' or EOF ends.
+    ``read`` and ``write`` default to ``input`` and ``print``, looked up when called."""
+    read, write = read or input, write or print
     messages: list[dict] = []
     write("minimdm chat: ask e.g. 'reverse: abcd', '12+7', 'sort: dcba', 'a=3 b=71 ?b'. /reset, /quit")
     while True:
@@ -94,21 +96,28 @@ def save_chat_settings(directory, **settings) -> None:
     (path / CHAT_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
 
+def chat_with(model, settings: dict | None = None, where: str = "this model", **overrides) -> list[dict]:
+    """Chat with a model fine-tuned on ``minimdm.data.tasks``: sampler ``settings`` (a chat.json's or a model
+    card's), then ``overrides``. ``where`` names the model in the error for any other vocabulary."""
+    from minimdm.data.tasks import TaskTokenizer
+
+    tokenizer = TaskTokenizer()
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"{where} has vocab_size={model.config.vocab_size}, but the chat vocabulary "
+                         f"(minimdm.data.tasks.TaskTokenizer) has {tokenizer.vocab_size}: "
+                         "fine-tune on minimdm.data.tasks first (notebook 05)")
+    settings = {**(settings or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return run_chat(model, tokenizer, **settings)
+
+
 def chat_from_checkpoint(directory, device: str = "cpu", **overrides) -> list[dict]:
     """Load a model fine-tuned on ``minimdm.data.tasks`` (a ``minimdm.train`` checkpoint) and chat with it.
 
     The sampler settings come from the checkpoint's chat.json (written by notebook 05), then ``overrides``.
     """
-    from minimdm.data.tasks import TaskTokenizer
     from minimdm.train import load_model
 
     model = load_model(directory, device=device)
-    tokenizer = TaskTokenizer()
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"the checkpoint in {directory} has vocab_size={model.config.vocab_size}, but the chat "
-                         f"vocabulary (minimdm.data.tasks.TaskTokenizer) has {tokenizer.vocab_size}: "
-                         "fine-tune on minimdm.data.tasks first (notebook 05)")
     settings_path = Path(directory) / CHAT_SETTINGS_FILE
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return run_chat(model, tokenizer, **settings)
+    return chat_with(model, settings, where=f"the checkpoint in {directory}", **overrides)

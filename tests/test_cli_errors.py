@@ -53,6 +53,20 @@ def test_cli_sample_rejects_bad_options(checkpoint, capsys, options, match):
     assert line.startswith("python -m minimdm sample: error: ") and match in line
 
 
+def test_cli_samples_and_chats_with_a_shipped_model(capsys, monkeypatch):
+    """--pretrained NAME reads a model shipped with the course (notebook 05's chat exercise needs no training)."""
+    main(["sample", "--pretrained", "shakespeare-char", "--prompt", "ROMEO:", "--gen-length", "16", "--num", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("--- sample 1 ---\nROMEO:") and len(out) - len("--- sample 1 ---\nROMEO:\n") == 16
+    questions = iter(["copy: abcd", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(questions))
+    main(["sample", "--pretrained", "llada-sft-tasks", "--chat"])
+    assert "mdm> abcd" in capsys.readouterr().out  # the shipped model copies a word (greedy, its card's settings)
+    assert "'nope' is not a shipped model" in usage_error(capsys, ["sample", "--pretrained", "nope"])
+    assert "fine-tune on minimdm.data.tasks first" in usage_error(
+        capsys, ["sample", "--pretrained", "shakespeare-char", "--chat"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cli_cuda_on_a_machine_without_it(checkpoint, capsys, monkeypatch):
     assert "no CUDA device" in usage_error(capsys, ["sample", "--checkpoint", str(checkpoint), "--device", "cuda"])
