@@ -1,6 +1,4 @@
 """The unmasking lab: the sampler's history means what it says, and every control of the widget changes the run."""
-import math
-
 import pytest
 import torch
 

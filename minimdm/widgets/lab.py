@@ -214,12 +214,15 @@ class UnmaskingLab:
         compare = self.compare_menu.value
         return [self.strategy_menu.value] + ([compare] if compare != NONE else [])
 
+    def _llada_selected(self) -> bool:
+        """Whether a selected strategy is LLaDA's sampler, the one that reads blocks, guidance and temperature."""
+        return any(s in LLADA_STRATEGIES for s in self._selected())
+
     def _enable_controls(self) -> None:
         """Grey out what no selected strategy reads (RADD has no blocks or guidance; the exact sampler no steps)."""
-        selected = self._selected()
-        llada = any(s in LLADA_STRATEGIES for s in selected)
+        llada = self._llada_selected()
         self.block_menu.disabled = self.guidance_slider.disabled = self.temperature_slider.disabled = not llada
-        self.steps_slider.disabled = all(s == EXACT for s in selected)
+        self.steps_slider.disabled = all(s == EXACT for s in self._selected())
 
     def _length_changed(self, change) -> None:
         length = change["new"]
@@ -241,7 +244,7 @@ class UnmaskingLab:
         """The current controls as sampler settings (steps rounded to a multiple of the number of blocks when a
         LLaDA strategy reads the blocks; a greyed-out block length changes nothing)."""
         gen_length, block = self.length_slider.value, self.block_menu.value
-        blocks = gen_length // block if not self.block_menu.disabled else 1
+        blocks = gen_length // block if self._llada_selected() else 1
         steps = max(blocks, round(self.steps_slider.value / blocks) * blocks)
         return dict(gen_length=gen_length, steps=steps, block_length=block, temperature=self.temperature_slider.value,
                     cfg_scale=self.guidance_slider.value, seed=self.seed_box.value)
