@@ -237,6 +237,9 @@ def main(argv=None):
     parser.add_argument("--mdm-steps", type=int, default=None, metavar="N",
                         help="MDM only: the cosine's length in steps (default: sized from a timed warm-up to end inside "
                              "--mdm-seconds, which leaves ~10%% of the budget unused); --mdm-seconds still stops it")
+    parser.add_argument("--mdm-eval-every", type=int, default=None, metavar="N",
+                        help="MDM only: steps between looks (and checkpoints) on the way (default 500, 20 with --quick); "
+                             "fewer looks leave more of a time-limited call to training")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     parser.add_argument("--arm-set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -244,6 +247,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.mdm_steps is not None and args.mdm_steps < 1:
         parser.error(f"--mdm-steps {args.mdm_steps}: the schedule needs at least 1 step")
+    if args.mdm_eval_every is not None and args.mdm_eval_every < 1:
+        parser.error(f"--mdm-eval-every {args.mdm_eval_every}: give a positive number of steps")
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     arm_recipe, mdm_recipe = NANOGPT_ARM, COURSE_MDM
@@ -255,6 +260,7 @@ def main(argv=None):
         arm_seconds, mdm_seconds, arm_every, mdm_every, draws, max_windows = 5.0, args.mdm_seconds or 8.0, 20, 20, 2, QUICK_WINDOWS
     elif device.type != "cuda":
         sys.exit("no CUDA device: the anchor is a GPU benchmark (use --quick for a CPU smoke run)")
+    mdm_every = args.mdm_eval_every or mdm_every
     # both kinds see the same data and are scored on the same windows, the ARM follows nanoGPT's schedule and the
     # MDM's steps follow from its time budget: those fields are the benchmark's own
     fixed = ("corpus", "tokenizer", "seq_len", "steps", "eval_windows", "eval_draws")

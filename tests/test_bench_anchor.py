@@ -62,10 +62,12 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
     assert rescored["se_masks"] == pytest.approx(spread / 3 ** 0.5, rel=1e-9)
 
 
-def test_a_given_schedule_length_is_followed(tmp_path):
-    run_anchor("--skip", "arm", "--mdm-steps", "25", "--mdm-seconds", "600", "--out", str(tmp_path / "run.json"))
+def test_a_given_schedule_length_and_look_interval_are_followed(tmp_path):
+    run_anchor("--skip", "arm", "--mdm-steps", "25", "--mdm-eval-every", "10", "--mdm-seconds", "600",
+               "--out", str(tmp_path / "run.json"))
     report = json.loads((tmp_path / "run.json").read_text())["mdm"]
     assert report["recipe"]["steps"] == report["steps_done"] == 25
+    assert [point["step"] for point in report["curve"]] == [10, 20, 25]
 
 
 def test_the_mdm_look_is_validation_nelbo_with_each_window_kept():
