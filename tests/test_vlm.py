@@ -12,7 +12,7 @@ from minimdm.vlm.dialogues import (IMAGE_TOKENS, SLOT, Dialogue, DialogueTokeniz
 from minimdm.vlm.encoder import DigitEncoder
 from minimdm.vlm.loss import ar_dialogue_loss, mask_answers, masked_answer_loss, mdm_dialogue_loss
 from minimdm.vlm.model import VisionLanguageModel, attention_mask, bind_images, turn_ids
-from minimdm.vlm.sampling import accuracy_by_kind, converse
+from minimdm.vlm.sampling import accuracy_by_kind, answer_forbidden, converse
 from minimdm.vlm.stages import freeze, scale_learning_rate, train_only
 
 TOKENIZER = DialogueTokenizer()
@@ -342,3 +342,23 @@ def test_switch_and_sampler_arguments_are_checked():
         visual_tuning(tiny_vlm("causal"), TOKENIZER, data, None, RecipeConfig(), attention="bidirectional")
     with pytest.raises(ValueError, match="steps=9 must lie in 1..8"):
         converse(tiny_vlm(), TOKENIZER, evaluation_dialogues(data, data.test_index[:1]), data, steps=9)
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "causal"])
+def test_answers_never_hold_an_image_placeholder_or_a_role_header(attention):
+    """A model that prefers <image> everywhere must still answer with text, <eot> or <eos>: a placeholder in an
+    answer would break the next turn's prompt (one placeholder too many for its image)."""
+    data = load_digit_images()
+    model = tiny_vlm(attention).float()
+    preference = torch.zeros(TOKENIZER.vocab_size)
+    preference[TOKENIZER.image_id], preference[TOKENIZER.user_id] = 100.0, 90.0
+    model.lm.head.register_forward_hook(lambda module, inputs, logits: logits + preference)
+    dialogues = evaluation_dialogues(data, data.test_index[:4])
+    prompt = torch.tensor([[TOKENIZER.bos_id] + encode_question(TOKENIZER, dialogues[0], 0)])
+    unguarded = model(prompt, data.images[[dialogues[0].image]])[0].argmax(-1)
+    assert (unguarded == TOKENIZER.image_id).all()  # the bias works: without the rule, answers would be placeholders
+    answers = converse(model, TOKENIZER, dialogues, data, steps=2)  # two turns: fails if turn 1 wrote a placeholder
+    allowed = set(TOKENIZER.vocab[i] for i in range(TOKENIZER.vocab_size) if i not in TOKENIZER.special_ids)
+    assert all(set(answer) <= allowed for turns in answers for answer in turns)
+    forbidden = set(answer_forbidden(TOKENIZER))
+    assert forbidden == TOKENIZER.special_ids - {TOKENIZER.eot_id, TOKENIZER.eos_id} and TOKENIZER.image_id in forbidden

@@ -13,6 +13,8 @@ alone (LLaDA-V itself trains with batch 1 per device and passes no mask).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -128,11 +130,18 @@ class VisionLanguageModel(nn.Module):
         return self.lm(None, attn_mask=mask, input_embeds=embeds)
 
 
-def bind_images(model: VisionLanguageModel, images: torch.Tensor | None):
-    """A denoiser for ``minimdm.mdm.sampler.generate``: canvas (B, T) -> logits, with the images fixed."""
+def bind_images(model: VisionLanguageModel, images: torch.Tensor | None, forbidden: tuple[int, ...] = ()):
+    """A denoiser for ``minimdm.mdm.sampler.generate``: canvas (B, T) -> logits, with the images fixed.
+
+    ``forbidden`` token ids get logit -inf, so a sampler never writes them (an answer must not contain an image
+    placeholder or a role header: the next turn's prompt would change shape or meaning).
+    """
 
     def denoiser(canvas: torch.Tensor) -> torch.Tensor:
-        return model(canvas, images)
+        logits = model(canvas, images)
+        if forbidden:
+            logits[..., list(forbidden)] = -math.inf
+        return logits
 
     denoiser.parameters = model.parameters  # lets the sampler find the device
     return denoiser

@@ -4,7 +4,8 @@ LLaDA-V (arXiv 2505.16933, its inference procedure) generates a response by appe
 spliced image features) and running LLaDA's low-confidence remasking sampler; the answer is cut at the end-of-turn
 token. A multi-turn dialogue is answered one turn at a time: the model's own answer stays in the canvas, the next
 question is appended, and a fresh slot of masks follows. Image positions are part of the prompt, so the sampler
-never masks them.
+never masks them. As in LLaDA-V's sampler, an answer may hold text, the end-of-turn token and end-of-sequence
+padding only: every other special token (image placeholder, role headers, BOS, padding) gets logit -inf.
 
 Prompts of one batch must have the same length (the sampler appends the same canvas to every row); with fixed-size
 answer slots, the length of a prompt depends only on which questions were asked, so rows are grouped by length.
@@ -20,19 +21,25 @@ from minimdm.vlm.dialogues import SINGLE_KINDS, SLOT, Dialogue, DialogueTokenize
 from minimdm.vlm.model import VisionLanguageModel, bind_images
 
 
+def answer_forbidden(tokenizer: DialogueTokenizer) -> tuple[int, ...]:
+    """The token ids an answer slot must not hold: every special token but <eot> and <eos>."""
+    return tuple(sorted(tokenizer.special_ids - {tokenizer.eot_id, tokenizer.eos_id}))
+
+
 def mdm_answer(model: VisionLanguageModel, prompt: torch.Tensor, images: torch.Tensor | None, steps: int,
-               record_history: bool = False) -> SampleResult:
+               forbidden: tuple[int, ...] = (), record_history: bool = False) -> SampleResult:
     """Fill one answer slot of SLOT masks after ``prompt`` (B, P) by low-confidence remasking in ``steps`` steps."""
-    return generate(bind_images(model, images), prompt, gen_length=SLOT, steps=steps, mask_id=model.mask_id,
+    return generate(bind_images(model, images, forbidden), prompt, gen_length=SLOT, steps=steps, mask_id=model.mask_id,
                     remasking="low_confidence", record_history=record_history)
 
 
 @torch.no_grad()
-def ar_answer(model: VisionLanguageModel, prompt: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+def ar_answer(model: VisionLanguageModel, prompt: torch.Tensor, images: torch.Tensor | None,
+              forbidden: tuple[int, ...] = ()) -> torch.Tensor:
     """Greedy next-token decoding of SLOT tokens after ``prompt`` (B, P) -> (B, SLOT)."""
-    canvas = prompt
+    denoiser, canvas = bind_images(model, images, forbidden), prompt
     for _ in range(SLOT):
-        next_token = model(canvas, images)[:, -1].argmax(-1, keepdim=True)
+        next_token = denoiser(canvas)[:, -1].argmax(-1, keepdim=True)
         canvas = torch.cat([canvas, next_token], dim=1)
     return canvas[:, prompt.shape[1]:]
 
@@ -51,9 +58,10 @@ def converse(model: VisionLanguageModel, tokenizer: DialogueTokenizer, dialogues
     model.eval()
     device = next(model.parameters()).device
     canvases = [[tokenizer.bos_id] for _ in dialogues]
+    forbidden = answer_forbidden(tokenizer)
     answers: list[list[str]] = [[] for _ in dialogues]
     for turn in range(max(len(d.turns) for d in dialogues)):
-        groups = defaultdict(list)  # prompt length -> dialogue numbers
+        groups = defaultdict(list)  # (prompt length, has an image) -> dialogue numbers
         for i, dialogue in enumerate(dialogues):
             if turn < len(dialogue.turns):
                 canvases[i] += encode_question(tokenizer, dialogue, turn)
@@ -64,9 +72,9 @@ def converse(model: VisionLanguageModel, tokenizer: DialogueTokenizer, dialogues
                 prompt = torch.tensor([canvases[i] for i in rows], device=device)
                 images = data.images[[dialogues[i].image for i in rows]].to(device) if has_image else None
                 if model.attention == "causal":
-                    slots = ar_answer(model, prompt, images)
+                    slots = ar_answer(model, prompt, images, forbidden)
                 else:
-                    slots = mdm_answer(model, prompt, images, steps).generated
+                    slots = mdm_answer(model, prompt, images, steps, forbidden).generated
                 for i, slot in zip(rows, slots.cpu()):
                     canvases[i] += slot.tolist()
                     answers[i].append(tokenizer.answer_text(slot))
