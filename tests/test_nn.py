@@ -1,8 +1,9 @@
-"""The backbone: the mask is never predicted, causal means causal, the KV cache changes nothing."""
+"""The backbone: the mask is never predicted, causal means causal, the KV cache changes nothing; evaluation_mode."""
 import pytest
 import torch
+from torch import nn
 
-from minimdm.nn import KVCache, Transformer, TransformerConfig
+from minimdm.nn import KVCache, Transformer, TransformerConfig, evaluation_mode
 
 
 def make(causal, **kw):
@@ -64,3 +65,17 @@ def test_autocast_residual_carries_the_stream_in_bf16_only_under_autocast():
     # the bf16 stream only rounds: its logits stay within bf16's precision of the float32 stream's
     reference = streams["float32"][1]
     assert (streams["bf16"][1] - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_evaluation_mode_restores_the_callers_mode_even_after_an_error(was_training):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train(was_training)
+    with evaluation_mode(model):
+        assert not model.training and not model[1].training
+    assert model.training == model[1].training == was_training
+    with pytest.raises(RuntimeError), evaluation_mode(model):
+        raise RuntimeError("inside")
+    assert model.training == was_training
+    plain = lambda x: x  # noqa: E731  (a denoiser that is a function has no mode)
+    with evaluation_mode(plain) as inside:
+        assert inside is plain

@@ -20,6 +20,7 @@ from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.likelihood import corpus_nelbo
 from minimdm.mdm.sampler import generate
+from minimdm.nn import evaluation_mode
 
 
 def _generator(seed: int, length: int, index: int) -> torch.Generator:
@@ -80,29 +81,32 @@ def passkey_grid(model, task: PasskeyTask, lengths, depths, samples: int, seed: 
         raise ValueError(f"samples={samples} must be a positive integer")
     device = device_of(model)
     accuracy = torch.zeros(len(lengths), len(depths))
-    model.eval()
-    for i, length in enumerate(lengths):
-        for j, depth in enumerate(depths):
-            generator = _generator(seed, length, j)
-            hits = 0.0
-            for start in range(0, samples, batch_size):
-                batch = task.documents(min(batch_size, samples - start), length, depth, generator, device)
-                hits += exact_match(predict_keys(model, batch, steps=steps), batch.key).sum().item()
-            accuracy[i, j] = hits / samples
+    with evaluation_mode(model):
+        for i, length in enumerate(lengths):
+            for j, depth in enumerate(depths):
+                generator = _generator(seed, length, j)
+                hits = 0.0
+                for start in range(0, samples, batch_size):
+                    batch = task.documents(min(batch_size, samples - start), length, depth, generator, device)
+                    hits += exact_match(predict_keys(model, batch, steps=steps), batch.key).sum().item()
+                accuracy[i, j] = hits / samples
     return PasskeyGrid(list(lengths), list(depths), accuracy, samples)
 
 
 def nelbo_by_length(model, task: PasskeyTask, lengths, samples: int, seed: int = 0, num_draws: int = 1,
                     batch_size: int = 32) -> list[Estimate]:
     """Masked-token NELBO (nats per token, l-estimator) of single passkey documents at each length."""
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be a positive integer")
     device = device_of(model)
-    model.eval()
     estimates = []
-    for length in lengths:
-        generator = _generator(seed, length, -1)
-        tokens = task.documents(samples, length, None, generator, device).tokens
-        estimates.append(corpus_nelbo(model, tokens, model.mask_id, estimator="l", num_draws=num_draws,
-                                      batch_size=batch_size, generator=torch.Generator(device=device).manual_seed(seed)))
+    with evaluation_mode(model):
+        for length in lengths:
+            generator = _generator(seed, length, -1)
+            tokens = task.documents(samples, length, None, generator, device).tokens
+            estimates.append(corpus_nelbo(model, tokens, model.mask_id, estimator="l", num_draws=num_draws,
+                                          batch_size=batch_size,
+                                          generator=torch.Generator(device=device).manual_seed(seed)))
     return estimates
 
 
@@ -119,14 +123,16 @@ class DistractorResult:
 def distractor_rates(model, task: PasskeyTask, strategy: str, length: int, samples: int, max_doc_length: int,
                      seed: int = 0, batch_size: int = 32) -> DistractorResult:
     """Packs of several documents, each with its own key: how often the answer is right, or another document's."""
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be a positive integer")
     device = device_of(model)
     generator = _generator(seed, length, max_doc_length)  # the same documents for every strategy
-    model.eval()
     exact = wrong = 0.0
-    for start in range(0, samples, batch_size):
-        batch = task.packs(min(batch_size, samples - start), length, strategy, max_doc_length=max_doc_length,
-                           generator=generator, device=device)
-        predicted = predict_keys(model, batch, use_doc_mask=strategy == "doc_mask")
-        hit, other = answer_outcomes(predicted, batch.key, batch.other_keys)
-        exact, wrong = exact + hit.sum().item(), wrong + other.sum().item()
+    with evaluation_mode(model):
+        for start in range(0, samples, batch_size):
+            batch = task.packs(min(batch_size, samples - start), length, strategy, max_doc_length=max_doc_length,
+                               generator=generator, device=device)
+            predicted = predict_keys(model, batch, use_doc_mask=strategy == "doc_mask")
+            hit, other = answer_outcomes(predicted, batch.key, batch.other_keys)
+            exact, wrong = exact + hit.sum().item(), wrong + other.sum().item()
     return DistractorResult(exact / samples, wrong / samples, samples)

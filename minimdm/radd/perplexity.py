@@ -9,6 +9,7 @@ import torch
 
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.elbo import Estimate
+from minimdm.nn import evaluation_mode
 from minimdm.radd.losses import RADDLoss, get_loss
 from minimdm.radd.sampling import order_tensor
 from minimdm.radd.score import conditional_logits
@@ -52,19 +53,15 @@ def zero_shot_perplexity(model, data, mask_id: int, *, seq_len: int | None = Non
         batches = data.split(batch_size)
     else:
         batches = data
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
     device = device if device is not None else device_of(model)
     per_sequence, length = [], None
-    for batch in batches:
-        batch = batch.to(device)
-        length = batch.shape[1]
-        batch_draws = torch.stack([loss(model, batch, generator=generator).double().cpu() / length
-                                   for _ in range(draws)])  # (draws, B)
-        per_sequence.append(batch_draws.mean(0))
-    if was_training:
-        model.train()
+    with evaluation_mode(model):
+        for batch in batches:
+            batch = batch.to(device)
+            length = batch.shape[1]
+            batch_draws = torch.stack([loss(model, batch, generator=generator).double().cpu() / length
+                                       for _ in range(draws)])  # (draws, B)
+            per_sequence.append(batch_draws.mean(0))
     if not per_sequence:
         raise ValueError("data holds no sequence to evaluate")
     per_sequence = torch.cat(per_sequence)

@@ -3,13 +3,16 @@
 LLaDA-V takes SigLIP's patch features (a 27x27 grid for a 384x384 crop) and projects each one into the language
 model's width with a two-layer MLP. Here a three-layer CNN turns an 8x8 digit into a 4x4 grid of ``width``-dim
 features, read row by row as 16 image tokens. The encoder is first trained as a digit classifier (a linear head on
-the whole grid, so every cell must carry information about its part of the image), then frozen, as SigLIP is pretrained before LLaDA-V ever sees it.
+the whole grid, so every cell must carry information about its part of the image), then frozen until visual
+instruction tuning, as SigLIP is pretrained before LLaDA-V ever sees it.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from minimdm.nn import evaluation_mode
 
 IMAGE_SHAPE = (1, 8, 8)  # one grey channel, 8x8 pixels
 NUM_CLASSES = 10
@@ -66,8 +69,5 @@ def classifier_loss(encoder: DigitEncoder, batch) -> torch.Tensor:
 
 @torch.no_grad()
 def classifier_accuracy(encoder: DigitEncoder, images: torch.Tensor, digits: torch.Tensor) -> float:
-    was_training = encoder.training
-    encoder.eval()
-    accuracy = (encoder.classify(images).argmax(-1) == digits).float().mean().item()
-    encoder.train(was_training)
-    return accuracy
+    with evaluation_mode(encoder):
+        return (encoder.classify(images).argmax(-1) == digits).float().mean().item()

@@ -17,6 +17,7 @@ from collections import defaultdict
 import torch
 
 from minimdm.mdm.sampler import SampleResult, generate
+from minimdm.nn import evaluation_mode
 from minimdm.vlm.dialogues import SINGLE_KINDS, SLOT, Dialogue, DialogueTokenizer, DigitImages, encode_question
 from minimdm.vlm.model import VisionLanguageModel, bind_images
 
@@ -54,31 +55,29 @@ def converse(model: VisionLanguageModel, tokenizer: DialogueTokenizer, dialogues
     """
     if not 1 <= steps <= SLOT:
         raise ValueError(f"steps={steps} must lie in 1..{SLOT} (the answer slot has {SLOT} tokens)")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     canvases = [[tokenizer.bos_id] for _ in dialogues]
     forbidden = answer_forbidden(tokenizer)
     answers: list[list[str]] = [[] for _ in dialogues]
-    for turn in range(max(len(d.turns) for d in dialogues)):
-        groups = defaultdict(list)  # (prompt length, has an image) -> dialogue numbers
-        for i, dialogue in enumerate(dialogues):
-            if turn < len(dialogue.turns):
-                canvases[i] += encode_question(tokenizer, dialogue, turn)
-                groups[len(canvases[i]), dialogue.context is None].append(i)
-        for (_, has_image), members in groups.items():
-            for start in range(0, len(members), batch_size):
-                rows = members[start: start + batch_size]
-                prompt = torch.tensor([canvases[i] for i in rows], device=device)
-                images = data.images[[dialogues[i].image for i in rows]].to(device) if has_image else None
-                if model.attention == "causal":
-                    slots = ar_answer(model, prompt, images, forbidden)
-                else:
-                    slots = mdm_answer(model, prompt, images, steps, forbidden).generated
-                for i, slot in zip(rows, slots.cpu()):
-                    canvases[i] += slot.tolist()
-                    answers[i].append(tokenizer.answer_text(slot))
-    model.train(was_training)
+    with evaluation_mode(model):
+        for turn in range(max(len(d.turns) for d in dialogues)):
+            groups = defaultdict(list)  # (prompt length, has an image) -> dialogue numbers
+            for i, dialogue in enumerate(dialogues):
+                if turn < len(dialogue.turns):
+                    canvases[i] += encode_question(tokenizer, dialogue, turn)
+                    groups[len(canvases[i]), dialogue.context is None].append(i)
+            for (_, has_image), members in groups.items():
+                for start in range(0, len(members), batch_size):
+                    rows = members[start: start + batch_size]
+                    prompt = torch.tensor([canvases[i] for i in rows], device=device)
+                    images = data.images[[dialogues[i].image for i in rows]].to(device) if has_image else None
+                    if model.attention == "causal":
+                        slots = ar_answer(model, prompt, images, forbidden)
+                    else:
+                        slots = mdm_answer(model, prompt, images, steps, forbidden).generated
+                    for i, slot in zip(rows, slots.cpu()):
+                        canvases[i] += slot.tolist()
+                        answers[i].append(tokenizer.answer_text(slot))
     return answers
 
 
