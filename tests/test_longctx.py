@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from minimdm.longctx import (PACKING, VARIANTS, PasskeyTask, apply_rope_scaling, critical_dimension,
-                             denoiser_with_mask, document_attention_mask, passkey_grid, passkey_loss,
-                             predict_keys, rope_scaling, scaling_factor)
+                             denoiser_with_mask, distractor_rates, document_attention_mask, nelbo_by_length,
+                             passkey_grid, passkey_loss, predict_keys, rope_scaling, scaling_factor)
 from minimdm.longctx.evaluate import answer_outcomes
+from minimdm.mdm.likelihood import corpus_nelbo
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.mdm.sft import sft_loss
 from minimdm.nn import Transformer, TransformerConfig
@@ -149,6 +150,20 @@ def test_packs_hold_the_same_documents_for_every_strategy(task):
             assert (batch.other_keys[row] >= 0).all(1).sum() == batch.doc_ids[row].max()  # one key per other doc
 
 
+def test_the_answer_is_the_copy_of_the_key_after_the_question(task):
+    """In packs whose asked document comes in both orders, the answer mask covers key_length positions right after
+    "what is the key ?", never the needle's copy of the key."""
+    batch = task.packs(16, 120, "eod", generator=torch.Generator().manual_seed(4))
+    orders = set()
+    for row in range(16):
+        where = batch.answer_mask[row].nonzero().flatten()
+        start, doc = int(where[0]), batch.doc_ids[row]
+        assert where.tolist() == list(range(start, start + task.key_length))
+        assert task.decode(batch.tokens[row, start - 5:start]) == "what is the key ?"
+        orders.add(start - int((doc == doc[start]).nonzero()[0]) == 5)  # question first: the answer at offset 5
+    assert orders == {True, False}
+
+
 def test_document_mask_blocks_every_gradient_across_documents(task):
     model = small_model(task.vocab_size).train()
     batch = task.packs(1, 90, "doc_mask", max_doc_length=45, generator=torch.Generator().manual_seed(0))
@@ -188,13 +203,20 @@ def test_document_mask_makes_a_pack_equal_its_documents_run_alone(task):
 
 
 def test_packed_loss_uses_the_mask_only_for_doc_mask(task):
+    """With the document mask, both terms (pretraining and SFT) are those of the doc-masked denoiser, bit for bit;
+    without it, those of the plain model."""
     model = small_model(task.vocab_size)
     batch = task.packs(2, 80, "doc_mask", max_doc_length=40, generator=torch.Generator().manual_seed(0))
+    parts = (batch.tokens, batch.answer_mask, batch.doc_ids)
     losses = []
-    for use in (True, False):
+    for use, denoiser in ((True, denoiser_with_mask(model, batch.doc_ids)), (False, model)):
         torch.manual_seed(5)
-        losses.append(passkey_loss(model, (batch.tokens, batch.answer_mask, batch.doc_ids), model.mask_id, use))
-    assert torch.isfinite(losses[0]) and not torch.equal(losses[0], losses[1])
+        pieces = (mdm_pretrain_loss(denoiser, batch.tokens, model.mask_id)
+                  + sft_loss(denoiser, batch.tokens, ~batch.answer_mask, model.mask_id))
+        torch.manual_seed(5)
+        losses.append(passkey_loss(model, parts, model.mask_id, use))
+        assert torch.equal(losses[-1], pieces), use
+    assert torch.isfinite(losses[0]) and not torch.equal(losses[0], losses[1])  # the mask matters in these packs
 
 
 def test_passkey_loss_is_the_pretraining_loss_plus_the_sft_loss_on_the_answer(task):
@@ -242,6 +264,74 @@ def test_passkey_grid_is_one_for_an_exact_retriever_and_zero_for_a_wrong_one(tas
                        torch.zeros(2, 3))
 
 
+class PackNeedleOracle(NeedleOracle):
+    """In a pack: reads the needle of the block of positions the answer attends to (the whole row without a mask)
+    and answers with it; ``wrong=True`` reads the first needle outside that block, another document's key. Records
+    the attention masks it receives."""
+
+    def __init__(self, task, wrong=False):
+        super().__init__(task)
+        self.wrong, self.masks = wrong, []
+
+    def forward(self, x, attn_mask=None):
+        self.masks.append(attn_mask)
+        key, is_ = self.task.index["key"], self.task.index["is"]
+        logits = torch.full((*x.shape, self.task.vocab_size), -1e9)
+        for b, row in enumerate(x):
+            answer = (row == self.mask_id).nonzero().flatten()
+            block = torch.ones(len(row), dtype=torch.bool) if attn_mask is None else attn_mask[b, answer[0]]
+            if self.wrong:
+                block = ~block
+            start = next(i for i in range(len(row) - 1) if block[i] and row[i] == key and row[i + 1] == is_) + 2
+            logits[b, answer, row[start:start + self.task.key_length]] = 0.0
+        return logits
+
+
+def recording(monkeypatch, task, method):
+    """Make ``task.<method>`` keep every batch it returns (in the list this gives back)."""
+    recorded, original = [], getattr(task, method)
+
+    def record(*args, **kwargs):
+        recorded.append(original(*args, **kwargs))
+        return recorded[-1]
+
+    monkeypatch.setattr(task, method, record)
+    return recorded
+
+
+def test_distractor_rates_count_the_own_key_and_another_documents_key(task, monkeypatch):
+    """Packs of 2+ documents: reading the asked document's needle gives exact = 1, wrong_document = 0; reading another
+    document's needle gives exact = 0, wrong_document = 1. The "doc_mask" strategy hands the model the pack's
+    document mask, the other strategies none."""
+    recorded = recording(monkeypatch, task, "packs")
+    right, wrong = PackNeedleOracle(task), PackNeedleOracle(task, wrong=True)
+    result = distractor_rates(right, task, "doc_mask", 100, samples=12, max_doc_length=50, batch_size=5)
+    assert (result.exact, result.wrong_document, result.samples) == (1.0, 0.0, 12)
+    assert len(right.masks) == len(recorded) == 3  # batches of 5, 5 and 2
+    for mask, batch in zip(right.masks, recorded):
+        assert batch.doc_ids.max() >= 1 and torch.equal(mask, document_attention_mask(batch.doc_ids))
+    result = distractor_rates(wrong, task, "doc_mask", 100, samples=12, max_doc_length=50, batch_size=5)
+    assert (result.exact, result.wrong_document) == (0.0, 1.0)
+    direct = PackNeedleOracle(task)  # no mask: the first needle of the row, its own key or another's
+    result = distractor_rates(direct, task, "direct", 100, samples=12, max_doc_length=50, batch_size=5)
+    assert all(mask is None for mask in direct.masks) and result.exact + result.wrong_document == 1.0
+
+
+def test_nelbo_by_length_is_corpus_nelbo_of_its_documents(task, monkeypatch):
+    """Each length's estimate = corpus_nelbo (l-estimator, generator seeded with ``seed``) of the single documents
+    it drew, exactly; the same documents on every call."""
+    model = small_model(task.vocab_size)
+    recorded = recording(monkeypatch, task, "documents")
+    estimates = nelbo_by_length(model, task, [30, 50], samples=6, seed=4, num_draws=2, batch_size=4)
+    assert nelbo_by_length(model, task, [30, 50], samples=6, seed=4, num_draws=2, batch_size=4) == estimates
+    assert [tuple(b.tokens.shape) for b in recorded] == [(6, 30), (6, 50)] * 2
+    for estimate, batch, repeat in zip(estimates, recorded, recorded[2:]):
+        assert torch.equal(batch.tokens, repeat.tokens)
+        expected = corpus_nelbo(model, batch.tokens, model.mask_id, estimator="l", num_draws=2, batch_size=4,
+                                generator=torch.Generator().manual_seed(4))
+        assert estimate == expected and estimate.num_draws == 6
+
+
 def test_sampler_path_returns_the_same_key_as_one_forward_pass(task):
     batch = task.documents(4, 50, 0.3, torch.Generator().manual_seed(0))
     oracle = NeedleOracle(task)
@@ -280,3 +370,25 @@ def test_bad_input_gives_a_one_line_error(call, argument):
         call()
     message = str(error.value)
     assert argument in message and "\n" not in message
+
+
+def test_critical_lambda_is_never_below_one():
+    """Inside the critical pair's period the formula would shrink the base (lambda < 1, faster than training's
+    rotation); the variants hold lambda at 1 there and follow the formula beyond it."""
+    for variant, span in (("critical_ntk", 1), ("diffusion_ntk", 2)):
+        d_crit = critical_dimension(32, 1e4, span * 128)
+        for target in (128, 160, 192, 256, 512, 1024):
+            formula = (span * target / (2 * math.pi)) ** (32 / d_crit) / 1e4
+            lam = scaling_factor(variant, head_dim=32, base=1e4, train_length=128, target_length=target)
+            assert lam == max(1.0, formula)
+        assert scaling_factor(variant, head_dim=32, base=1e4, train_length=128, target_length=128) == 1.0
+
+
+def test_scaled_model_keeps_its_dtype_and_bad_lengths_are_named():
+    model = Transformer(TransformerConfig(vocab_size=11, n_layers=1, d_model=16, n_heads=2, mask_token=True)).to(torch.float64)
+    scaled = apply_rope_scaling(model, rope_scaling("ntk", head_dim=8, base=1e4, train_length=32, factor=4.0))
+    assert next(scaled.parameters()).dtype == torch.float64
+    with pytest.raises(ValueError, match="train_length=0 must be a positive integer"):
+        rope_scaling("ntk", head_dim=8, base=1e4, train_length=0, factor=4.0)
+    with pytest.raises(ValueError, match="base=nan must be a finite number > 1"):
+        rope_scaling("ntk", head_dim=8, base=float("nan"), train_length=32, factor=4.0)

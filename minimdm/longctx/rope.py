@@ -15,7 +15,8 @@ T_target maps onto angles the model has (nearly) seen.
   2310.05209), which LongLLaDA (Liu et al., arXiv 2506.14429) applies to LLaDA without training: only pairs whose period fits in the training length have
   turned a full circle in training; the first pair that has not sets the critical dimension
   d_crit = 2 ceil((d/2) log_b(T_train / 2 pi)), and the base is raised until that pair's period equals the target:
-  lambda = b^(-1) (T_target / 2 pi)^(d / d_crit).
+  lambda = b^(-1) (T_target / 2 pi)^(d / d_crit). A target inside that pair's period needs no raise; there the
+  formula would give lambda < 1 (a faster rotation than training's), so lambda is held at 1.
 * ``"diffusion_ntk"`` -- UltraLLaDA's diffusion-aware NTK (He et al., arXiv 2510.10481): a bidirectional
   model sees relative offsets of both signs, -T_train < m - n < T_train, a span of 2 T_train, so the critical
   dimension is computed from 2 T_train and the target from 2 T_target:
@@ -40,9 +41,18 @@ def _check_head_dim(head_dim: int) -> None:
         raise ValueError(f"head_dim={head_dim} must be an even integer >= 2 (RoPE rotates channel pairs)")
 
 
-def _check_lengths(train_length: int, target_length: int) -> None:
+def _check_base(base: float) -> None:
+    if not (math.isfinite(base) and base > 1):
+        raise ValueError(f"base={base} must be a finite number > 1")
+
+
+def _check_train_length(train_length: int) -> None:
     if train_length < 1:
         raise ValueError(f"train_length={train_length} must be a positive integer")
+
+
+def _check_lengths(train_length: int, target_length: int) -> None:
+    _check_train_length(train_length)
     if target_length < train_length:
         raise ValueError(f"target_length={target_length} must be >= train_length={train_length} (this extends context)")
 
@@ -51,8 +61,7 @@ def critical_dimension(head_dim: int, base: float, length: float) -> int:
     """d_crit = 2 ceil((d/2) log_b(length / 2 pi)): the first dimension whose pair has not turned a full circle
     within ``length`` positions (pairs below it have periods P_i = 2 pi b^(2i/d) <= length)."""
     _check_head_dim(head_dim)
-    if base <= 1:
-        raise ValueError(f"base={base} must be > 1")
+    _check_base(base)
     if length <= 0:
         raise ValueError(f"length={length} must be > 0")
     pairs = math.ceil((head_dim / 2) * math.log(length / (2 * math.pi), base))
@@ -75,7 +84,8 @@ def scaling_factor(variant: str, *, head_dim: int, base: float, train_length: in
     # The critical-dimension family: a causal model has seen offsets in [0, T), a bidirectional one in (-T, T).
     span = 1 if variant == "critical_ntk" else 2  # UltraLLaDA: T_cap = 2 T_train, T_Ecap = 2 T_target
     d_crit = critical_dimension(head_dim, base, span * train_length)
-    return (span * target_length / (2 * math.pi)) ** (head_dim / d_crit) / base  # lambda = b^-1 (T/2pi)^(d/d_crit)
+    # lambda = b^-1 (T/2pi)^(d/d_crit), at least 1: a target inside the critical pair's period needs no raise
+    return max(1.0, (span * target_length / (2 * math.pi)) ** (head_dim / d_crit) / base)
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,8 @@ def rope_scaling(variant: str, *, head_dim: int, base: float, train_length: int,
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: allowed values are {VARIANTS}")
     _check_head_dim(head_dim)
-    if base <= 1:
-        raise ValueError(f"base={base} must be > 1")
+    _check_base(base)
+    _check_train_length(train_length)
     if (target_length is None) == (factor is None):
         raise ValueError("pass exactly one of target_length (the formula picks lambda) and factor (lambda itself)")
     if factor is None:
@@ -131,5 +141,5 @@ def apply_rope_scaling(model, scaling: RopeScaling):
     config = dataclasses.replace(model.config, rope_base=scaling.base, rope_scale=scaling.position_scale)
     scaled = type(model)(config)
     scaled.load_state_dict(model.state_dict())
-    device = next(model.parameters()).device
-    return scaled.to(device).train(model.training)
+    first = next(model.parameters())
+    return scaled.to(device=first.device, dtype=first.dtype).train(model.training)
