@@ -1,4 +1,6 @@
 """The unmasking lab: the sampler's history means what it says, and every control of the widget changes the run."""
+import re
+
 import pytest
 import torch
 
@@ -248,3 +250,39 @@ def test_guidance_without_a_prompt_costs_no_network_call():
     assert guided.results[0].nfe == plain.results[0].nfe == 8 and torch.equal(frames_of(guided), frames_of(plain))
     assert guided.settings_used["cfg_scale"] == 0.0
     assert make_lab(cfg_scale=2.0).results[0].nfe == 16  # with a prompt, guidance runs (two inputs a step)
+
+
+@pytest.mark.parametrize("strategy", [RADD, EXACT])
+def test_attached_proposals_are_the_models_top_token_and_its_probability(strategy):
+    """Samplers that record no proposals get them after the run: at every frame k and masked cell, proposals[k] =
+    argmax of the model's softmax on frame k and proposal_probs[k] = its maximum (1e-6); elsewhere -1 and NaN."""
+    if strategy == RADD:
+        lab = make_lab(strategy=RADD, steps=8)
+    else:
+        lab = UnmaskingLab(MarkovChain(vocab_size=6, seed=0), prompt="ab", gen_length=10, strategy=EXACT)
+    result = lab.results[0]
+    assert len(result.proposals) == len(result.proposal_probs) == len(result.frames)
+    for k, frame in enumerate(result.frames):
+        with torch.no_grad():
+            probs = torch.softmax(lab.denoiser(frame).double(), -1)
+        top_probability, top_token = probs.max(-1)
+        masked = frame == lab.mask_id
+        assert torch.equal(result.proposals[k][masked], top_token[masked]), k
+        assert torch.allclose(result.proposal_probs[k][masked].double(), top_probability[masked], rtol=0, atol=1e-6)
+        assert bool((result.proposals[k][~masked] == -1).all())
+        assert bool(result.proposal_probs[k][~masked].isnan().all())
+    assert bool((result.frames[0][:, result.prompt_length:] == lab.mask_id).all())  # frame 0 has proposals to check
+
+
+def test_colour_intensity_grows_with_the_probability():
+    """A committed token's blue has opacity 0.12 + 0.5 p and a proposal's ink 0.2 + 0.4 p (p as shown in its title):
+    darker when the model is surer."""
+    lab = make_lab(temperature=1.0, strategy="random")
+    committed = [(float(p), float(a)) for step in range(9) for p, a in re.findall(
+        r'title="model probability ([0-9.]+)" style="background:rgba\(33,110,220,([0-9.]+)\)', lab.frame(step))]
+    proposed = [(float(p), float(a)) for step in range(9) for p, a in re.findall(
+        r'\(p = ([0-9.]+)\)" style="[^"]*color:rgba\(0,0,0,([0-9.]+)\)', lab.frame(step))]
+    for pairs, low, span in ((committed, 0.12, 0.5), (proposed, 0.2, 0.4)):
+        assert len(pairs) > 10 and max(abs(p - 0.5) for p, _ in pairs) > 0.1  # reversed would differ somewhere
+        for p, alpha in pairs:
+            assert alpha == pytest.approx(low + span * p, abs=0.011), (p, alpha)
