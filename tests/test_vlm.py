@@ -1,6 +1,7 @@
 """LLaDA-V in miniature: splice, masks, loss, dialogues and errors, each against an exact answer."""
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -79,6 +80,37 @@ def test_digits_split_is_stratified_and_answers_are_exact():
     assert all(int(d.image) in set(data.test_index.tolist()) for d in evaluation)
 
 
+def test_parity_and_captions_of_every_image_follow_the_rule():
+    """For all 1,797 images: parity -> "even"/"odd" by digit % 2; describe -> "thick 7" / "thin 7", thick meaning
+    more pixels >= 8 (of sklearn's 0..16 integers) than the lower median of its digit's training images, recounted
+    in plain Python from sklearn's arrays."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = load_digit_images()
+    assert data.digits.tolist() == bunch.target.tolist()
+    assert torch.equal(data.images[:, 0] * 16, torch.tensor(bunch.images, dtype=torch.float32))
+    ink = [sum(1 for value in image.flatten().tolist() if value >= 8) for image in bunch.images]  # "half dark"
+    train = set(data.train_index.tolist())
+    median = {}
+    for digit in range(10):
+        counts = sorted(ink[i] for i in train if bunch.target[i] == digit)
+        median[digit] = counts[(len(counts) - 1) // 2]
+    rng = random.Random(0)
+    thick_in_train = [0] * 10
+    for image, digit in enumerate(bunch.target.tolist()):
+        thick = ink[image] > median[digit]  # a tie with the median is thin
+        assert bool(data.thick[image]) == thick, image
+        thick_in_train[digit] += thick and image in train
+        parity = make_dialogue(image, digit, data.caption(image), rng, 1, first_kind="parity").turns[0]
+        describe = make_dialogue(image, digit, data.caption(image), rng, 1, first_kind="describe").turns[0]
+        assert (parity.question, parity.answer) == ("parity?", "even" if digit % 2 == 0 else "odd")
+        assert (describe.question, describe.answer) == ("describe", f"{'thick' if thick else 'thin'} {digit}")
+    for digit in range(10):  # the docstring's "34-49 % thick" per digit
+        share = thick_in_train[digit] / sum(1 for i in train if bunch.target[i] == digit)
+        assert 0.335 <= share < 0.495, (digit, share)
+
+
 def test_batches_cut_padding_and_respect_the_fraction():
     data = load_digit_images()
     pool = encode_dialogues(TOKENIZER, make_dialogues(data, data.train_index, 50, seed=3))
@@ -121,6 +153,20 @@ def test_two_images_per_row_fill_their_placeholders_in_order():
     assert torch.allclose(both[IMAGE_TOKENS:], model.image_features(pair[:, 1])[0], atol=1e-12)
 
 
+def test_image_tokens_read_the_4x4_grid_row_by_row():
+    """Grid cell (i, j) sees pixel rows 2i-4..2i+5 and columns 2j-4..2j+5 (three 3x3 convolutions, one 2x2 pool).
+    Changing pixel (row 0, column 7) changes cells with i <= 2 and j >= 1 only: tokens 4i + j when read row by row
+    ({1, 2, 3, 5, 6, 7, 9, 10, 11}; column by column it would be {4, 5, 6, 8, 9, 10, 12, 13, 14})."""
+    model = tiny_vlm()
+    image = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    poked = image.clone()
+    poked[0, 0, 0, 7] += 1.0
+    expected = [4 * i + j for i in range(3) for j in range(1, 4)]
+    for features in (model.encoder, model.image_features):
+        changed = (features(image)[0] != features(poked)[0]).any(-1)  # (16,) one flag per image token
+        assert torch.nonzero(changed).flatten().tolist() == expected
+
+
 # --- image positions: never masked, never scored ----------------------------------------------------------
 
 def test_image_and_prompt_positions_are_never_masked():
@@ -131,7 +177,22 @@ def test_image_and_prompt_positions_are_never_masked():
     assert torch.equal(xt[~answer_mask], ids[~answer_mask])
     assert bool((xt[ids == TOKENIZER.image_id] == TOKENIZER.image_id).all())
     assert bool(is_masked.any())  # and the answers are masked at all
-    assert float(p.min()) >= 0 and float(p.max()) <= 1
+
+
+def test_answers_are_masked_with_the_stratified_probability():
+    """eps = 0: p_b = t_b = (u + b/B) mod 1, and an answer token is masked exactly when its uniform draw is < p_b
+    (the same draws replayed from the seed); eps = 0.2: p = 0.8 t + 0.2, so sorted p steps by exactly 0.8/B."""
+    ids, answer_mask, _ = batch_of([two_turn()] * 64)
+    torch.manual_seed(0)
+    xt, is_masked, p = mask_answers(ids, answer_mask, mask_id=TOKENIZER.vocab_size, eps=0.0)
+    torch.manual_seed(0)
+    t = (torch.rand(()) + torch.arange(64) / 64) % 1.0
+    assert torch.equal(p, t)
+    assert torch.equal(is_masked, (torch.rand(ids.shape) < t[:, None]) & answer_mask)
+    assert torch.equal(xt, ids.masked_fill(is_masked, TOKENIZER.vocab_size))
+    _, _, p = mask_answers(ids, answer_mask, mask_id=TOKENIZER.vocab_size, eps=0.2)
+    steps = p.sort().values.diff()
+    assert torch.allclose(steps, torch.full_like(steps, 0.8 / 64), atol=1e-6) and 0.2 <= float(p.min()) < 0.2 + 0.8 / 64
 
 
 def test_image_positions_receive_no_loss():
@@ -148,7 +209,14 @@ def test_image_positions_receive_no_loss():
     ar = tiny_vlm("causal")
     targets_are_answers = answer_mask[:, 1:]
     assert not bool(targets_are_answers[ids[:, 1:] == TOKENIZER.image_id].any())
-    assert torch.isfinite(ar_dialogue_loss(ar, (ids, answer_mask, images)))
+    logits = ar(ids, images)  # AR: scrambling every output whose next token is not an answer changes nothing
+    predicts_answer = torch.zeros_like(answer_mask)
+    predicts_answer[:, :-1] = answer_mask[:, 1:]
+    scrambled = logits.clone()
+    scrambled[~predicts_answer] = torch.randn_like(scrambled[~predicts_answer]) * 50
+    loss = ar_dialogue_loss(lambda x, *_: logits, (ids, answer_mask, images))
+    assert loss == ar_dialogue_loss(lambda x, *_: scrambled, (ids, answer_mask, images)) and torch.isfinite(loss)
+    assert loss == ar_dialogue_loss(ar, (ids, answer_mask, images))
 
 
 # --- the loss against a hand computation -----------------------------------------------------------------
@@ -167,6 +235,31 @@ def test_loss_equals_a_hand_computation_on_two_samples():
     row1 = -math.log(0.1) / 0.25 / 2
     loss = masked_answer_loss(logits, ids, is_masked, answer_mask, p)
     assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-12)
+
+
+def test_ar_loss_equals_a_hand_computation_on_two_samples():
+    """Position i-1 predicts answer token i; each row's sum is divided by its number of answer tokens, then the rows
+    are averaged: LLaDA's SFT normalisation with every answer token scored at p = 1 on logits moved one place right."""
+    ids = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0]])
+    answer_mask = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    probs = torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25]],
+                          [[0.5, 0.25, 0.25], [0.4, 0.4, 0.2], [0.7, 0.2, 0.1], [0.3, 0.3, 0.4]]], dtype=torch.float64)
+    seen = []
+
+    def causal_model(x):  # fixed outputs; records what the loss fed it
+        seen.append(x)
+        return torch.log(probs)
+
+    # row 0: tokens 1, 2, 1 at positions 1-3, read from positions 0-2: probs 0.3, 0.2, 0.1; 3 answer tokens
+    # row 1: tokens 0, 0 at positions 2-3, read from positions 1-2: probs 0.4, 0.7; 2 answer tokens
+    row0 = (-math.log(0.3) - math.log(0.2) - math.log(0.1)) / 3
+    row1 = (-math.log(0.4) - math.log(0.7)) / 2
+    loss = ar_dialogue_loss(causal_model, (ids, answer_mask))
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-12)
+    assert len(seen) == 1 and torch.equal(seen[0], ids)  # clean ids in, no mask
+    moved = torch.cat([torch.zeros(2, 1, 3, dtype=torch.float64), torch.log(probs)[:, :-1]], dim=1)
+    assert loss.item() == pytest.approx(masked_answer_loss(moved, ids, answer_mask, answer_mask,
+                                                           torch.ones(2, dtype=torch.float64)).item(), rel=1e-12)
 
 
 def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
@@ -250,6 +343,68 @@ def test_sampler_never_touches_image_positions_and_answers_turn_by_turn():
         assert torch.equal(frame[:, : prompt.shape[1]], prompt)  # image placeholders stay as they are
 
 
+def counting_stub(attention):
+    """A VisionLanguageModel whose forward is replaced: after the last <assistant>, its logits spell the number
+    written in the image's first pixel (value n / 16) on turn 1, and on turn 2 the digit read from its turn-1 answer
+    slot plus 1 ("?" when that slot holds no digit); then <eot> and <eos>. A causal model's position i speaks for
+    token i + 1."""
+    model = tiny_vlm(attention).float()
+    shift = 1 if attention == "causal" else 0
+
+    def forward(canvas, images=None):
+        logits = torch.zeros(*canvas.shape, TOKENIZER.vocab_size)
+        for row in range(canvas.shape[0]):
+            heads = torch.nonzero(canvas[row] == TOKENIZER.assistant_id).flatten().tolist()
+            if len(heads) == 1:
+                text = str(round(float(images[row, 0, 0, 0]) * 16))
+            else:
+                first = int(canvas[row, heads[0] + 1])
+                digit = TOKENIZER.vocab[first] if first < TOKENIZER.vocab_size else "?"
+                text = str(int(digit) + 1) if digit.isdigit() else "?"
+            slot = TOKENIZER.encode(text) + [TOKENIZER.eot_id] + [TOKENIZER.eos_id] * SLOT
+            for k in range(SLOT):
+                position = heads[-1] + 1 + k - shift
+                if position < canvas.shape[1]:
+                    logits[row, position, slot[k]] = 10.0
+        return logits
+
+    model.forward = forward
+    return model
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "causal"])
+def test_converse_feeds_each_turn_its_own_earlier_answer(attention):
+    """Stub answers: turn 1 = the image's number, turn 2 = the model's own turn-1 answer + 1, so the exact answers
+    are [["1"], ["3", "4"], ["5", "6"]] (the reference answers "7", "8", "9" are never what the stub reads)."""
+    data = SimpleNamespace(images=torch.arange(8.0)[:, None, None, None].expand(8, 1, 8, 8) / 16)
+    dialogues = [Dialogue(1, [Turn("digit", "digit?", "7")]),
+                 Dialogue(3, [Turn("digit", "digit?", "7"), Turn("then_plus", "that +1?", "8")]),
+                 Dialogue(5, [Turn("plus", "plus 2?", "9"), Turn("then_plus", "that +1?", "0")])]
+    for steps in (1, SLOT):
+        answers = converse(counting_stub(attention), TOKENIZER, dialogues, data, steps=steps, batch_size=1)
+        assert answers == [["1"], ["3", "4"], ["5", "6"]], steps
+
+
+def test_accuracy_by_kind_on_hand_built_answers():
+    """Single questions are scored per kind on their one answer; multi-turn dialogues on their second answer only."""
+    def one(kind, answer):
+        return Dialogue(0, [Turn(kind, "?", answer)])
+
+    def two(first, second):
+        return Dialogue(0, [Turn("digit", "digit?", first), Turn("then_plus", "that +1?", second)])
+
+    dialogues = [one("digit", "3"), one("digit", "4"), one("parity", "odd"), one("plus", "9"),
+                 one("describe", "thin 2"), two("3", "4"), two("5", "6"), two("7", "8"),
+                 Dialogue(0, [Turn("plus", "plus 1?", "2"), Turn("then_plus", "that +1?", "3"),
+                              Turn("then_even", "that even?", "no")])]
+    answers = [["3"], ["5"], ["odd"], ["10"], ["thin 2"],
+               ["0", "4"], ["0", "6"], ["7", "9"], ["0", "0", "no"]]  # turns 1/2/last right: 1/2/3 of 4
+    scores = accuracy_by_kind(dialogues, answers)
+    assert scores == {"digit": 0.5, "parity": 1.0, "plus": 0.0, "describe": 1.0, "turn 2": 0.5}
+    assert list(scores) == ["digit", "parity", "plus", "describe", "turn 2"]
+    assert accuracy_by_kind(dialogues[5:8], answers[5:8]) == {"turn 2": 2 / 3}
+
+
 def test_lower_learning_rate_by_a_parameter_multiplier():
     """Adam's first step moves every weight by lr; under W = s W' it moves W by s * lr, and W is unchanged at start."""
     torch.manual_seed(0)
@@ -263,16 +418,16 @@ def test_lower_learning_rate_by_a_parameter_multiplier():
     assert torch.allclose((layer.weight - before).abs(), torch.full_like(before, 0.001), rtol=1e-3)
 
 
-def test_the_multiplier_is_set_once_and_shared_by_every_tuning_copy():
-    """build_model scales the encoder once; visual tuning works on copies of the same classes and never scales
-    again: the weights in use stay the frozen encoder's."""
-    import copy
-
+def test_the_multiplier_is_set_once_and_tuning_moves_the_encoder_s_times_slower():
+    """build_model scales the encoder once (stored W' = W / s, used W = s W'). visual_tuning works on a copy: the
+    text model is left as it was, and tuning's first AdamW step (lr = tune_lr, no warmup) moves each encoder bias by
+    at most s * lr, the largest by s * lr to 2 %, and the LM's final gain by lr (Adam's first step is
+    lr g / (|g| + eps), a little under lr where |g| is tiny)."""
     from torch.nn.utils import parametrize
 
-    from minimdm.vlm.stages import RecipeConfig, build_model, tune_all
+    from minimdm.vlm.stages import RecipeConfig, build_model, visual_tuning
 
-    cfg = RecipeConfig(d_model=16, n_layers=1, n_heads=2, encoder_width=8, batch_size=4, tune_steps=1)
+    cfg = RecipeConfig(d_model=16, n_layers=1, n_heads=2, encoder_width=8, batch_size=4, align_steps=1, tune_steps=1)
     encoder = freeze(DigitEncoder(8).eval())
     model = build_model(encoder, TOKENIZER, cfg, "bidirectional")
     assert parametrize.is_parametrized(model.encoder.conv1) and not parametrize.is_parametrized(encoder.conv1)
@@ -282,12 +437,17 @@ def test_the_multiplier_is_set_once_and_shared_by_every_tuning_copy():
             assert torch.allclose(getattr(module, name), weight)
             stored = module.parametrizations[name].original
             assert torch.allclose(stored, weight / cfg.encoder_lr_scale)
-    tuned = copy.deepcopy(model)
-    assert [type(m) for m in tuned.modules()] == [type(m) for m in model.modules()]
+    before = {name: q.detach().clone() for name, q in model.state_dict().items()}
     data = load_digit_images()
     pool = encode_dialogues(TOKENIZER, make_dialogues(data, data.train_index[:8], 8, seed=0))
-    tune_all(tuned, pool, data, cfg)
-    assert len(tuned.encoder.conv1.parametrizations.weight) == 1  # not scaled twice
+    tuned, _, _ = visual_tuning(model, TOKENIZER, data, pool, cfg)
+    assert all(torch.equal(q, before[name]) for name, q in model.state_dict().items())  # the text model is untouched
+    lr, s = cfg.tune_lr, cfg.encoder_lr_scale
+    for conv in ("conv1", "conv2", "conv3"):
+        moved = float((getattr(tuned.encoder, conv).bias - getattr(model.encoder, conv).bias).detach().abs().max())
+        assert moved == pytest.approx(s * lr, rel=0.02) and moved <= s * lr * (1 + 1e-3), conv
+    gain = float((tuned.lm.norm.weight - model.lm.norm.weight).detach().abs().max())
+    assert gain == pytest.approx(lr, rel=0.02) and gain <= lr * (1 + 1e-3)
 
 
 # --- errors -----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     L(theta) = E_t [ (1/t) * E_{x_t ~ q(.|x_0)} sum_{i: x_t^i = M} -log p_theta(x_0^i | x_t) ]
 
 an upper bound on -log p_theta(x_0) (the ELBO; docs/derivations.md). As implemented by SMDM and LLaDA:
-t ~ U(0,1) per sequence, clipped to p = (1 - eps) t + eps so the 1/t weight stays finite, and the sum is
+t ~ U(0,1) per sequence, moved into [eps, 1] as p = (1 - eps) t + eps so the 1/t weight stays finite, and the sum is
 normalised by all B*L positions (not by the masked count), which keeps it an unbiased per-token bound.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def draw_masks(x0: torch.Tensor, mask_id: int, eps: float = 1e-3, stratified: bo
     """One draw of the forward process: (x_t, is_masked, p), with p of shape (B,).
 
     t ~ U(0,1) per sequence (stratified=True spreads the B draws evenly over (0,1); each is still U(0,1)),
-    clipped to p = (1 - eps) t + eps, and each maskable token masked with probability p.
+    moved into [eps, 1] as p = (1 - eps) t + eps, and each maskable token masked with probability p.
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps={eps} must lie in [0, 1)")

@@ -8,7 +8,7 @@ the image and every prompt clean, and trains
 
 This is LLaDA's SFT loss (arXiv 2502.09992, §2.3) with every turn's response as the answer, an upper bound on
 the negative log-likelihood of the responses. As in LLaDA's code the sum of each dialogue is divided by its number of
-response tokens, then averaged over the batch; t is clipped to p = (1 - eps) t + eps so 1/t stays finite.
+response tokens, then averaged over the batch; t is moved into [eps, 1] as p = (1 - eps) t + eps so 1/t stays finite.
 
 The autoregressive control (the paper's LLaMA3-V) uses the next-token loss on the same response tokens, with the same
 per-dialogue normalisation.

@@ -1,6 +1,9 @@
 """LLaDA-V's training recipe, shrunk (arXiv 2505.16933, its training strategy), every stage run by ``minimdm.train.train``.
 
-0. The vision encoder is pretrained as a digit classifier, then frozen (SigLIP arrives pretrained).
+The numbers are the course's: stages 0 and 1 stand in for the pretrained models LLaDA-V starts from, stages 2 and 3
+are the paper's stages 1 and 2, and the paper's stage 3 (multimodal reasoning enhancement) is left out.
+
+0. The vision encoder is pretrained as a digit classifier, then frozen until stage 3 (SigLIP arrives pretrained).
 1. The language model is trained on text-only dialogues (LLaDA-V starts from LLaDA-8B-Instruct; the AR control
    from LLaMA3-8B-Instruct): it learns the chat format, parity and addition from captions written as text.
 2. Language-image alignment: only the MLP connector trains, on "describe it" captions of the images.
@@ -9,7 +12,9 @@
 
 ``train`` gives every parameter the same learning rate, and Adam's step does not change when a gradient is scaled,
 so the lower rate is obtained by a parameter multiplier: the encoder's weights are stored as W' = W / s and used as
-W = s W'. Adam moves W' by about lr per step, hence W by about s lr: the encoder learns s times more slowly.
+W = s W'. Adam moves W' by about lr per step, hence W by about s lr: the encoder's gradient steps are s times
+smaller. AdamW's decoupled weight decay is not scaled: it multiplies W', hence W, by 1 - lr * weight_decay each step
+whatever s is (LLaDA-V's separate parameter group would scale the decay too).
 """
 from __future__ import annotations
 
