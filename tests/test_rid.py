@@ -1,17 +1,19 @@
 """RID in miniature: budgets, the data pipeline, the defender's one forward pass, PGD, the judge, metrics, errors."""
+import copy
 import math
 
 import pytest
 import torch
+from torch import nn
 
 from minimdm.rid.data import TrainingDigits, load_rid_digits
 from minimdm.rid.ddpm import NEW_TOKEN, NULL_SLOT, DiffusionModel, train_base_model
 from minimdm.rid.defenses import (Defender, adv_sds_loss, aspl, diffusion_loss_of_images, pgd_advdm, train_defender,
                                   uniform_noise)
-from minimdm.rid.autoencoder import Autoencoder
-from minimdm.rid.experiment import attack_and_judge
+from minimdm.rid.autoencoder import Autoencoder, train_autoencoder
+from minimdm.rid.experiment import AttackOutcome, _mean_and_error, attack_and_judge
 from minimdm.rid.judge import Judge, accuracy, train_judge
-from minimdm.rid.metrics import frechet_distance, linf, psnr
+from minimdm.rid.metrics import frechet_distance, linf, no_digit_rate, psnr
 from minimdm.rid.personalize import personalize
 from minimdm.rid.postprocess import diffpure, quantise_blur
 
@@ -115,11 +117,31 @@ def test_adv_sds_gradient_is_minus_the_sds_gradient(digits, untrained_bases, mon
 
 
 def test_adv_sds_reaches_the_defender_only_through_the_encoder(digits, untrained_bases):
+    """With every base parameter left trainable, the loss's graph runs through the encoder only: the encoder gets a
+    gradient, the eps-net (eps_hat is a stop-gradient target) and the decoder get none."""
     defender = Defender(0.1)
-    loss = adv_sds_loss(defender, [untrained_bases["latent"], untrained_bases["pixel"]], digits.identity_photos(4))
+    latent = copy.deepcopy(untrained_bases["latent"]).requires_grad_(True)
+    loss = adv_sds_loss(defender, [latent, untrained_bases["pixel"]], digits.identity_photos(4))
     loss.backward()
     assert defender.net.head[-1].weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in untrained_bases["latent"].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in latent.autoencoder.encoder.parameters())
+    assert all(p.grad is None for p in [*latent.eps_net.parameters(), *latent.autoencoder.decoder.parameters()])
+
+
+def test_adv_sds_averages_over_the_ensemble(digits, untrained_bases):
+    """L([a, b]) == (L([a]) + L([b])) / 2 with the same draws: each base draws its t and eps from the global generator
+    in turn and the defender draws nothing, so re-seeding and scoring a then b alone replays the ensemble's draws."""
+    defender = Defender(0.1)
+    with torch.no_grad():  # a non-zero perturbation, so the two bases see different images from the clean ones
+        defender.net.head[-1].weight.normal_(0, 1)
+    photos, bases = digits.identity_photos(4), [untrained_bases["latent"], untrained_bases["pixel"]]
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ensemble = float(adv_sds_loss(defender, bases, photos))
+        torch.manual_seed(7)
+        first, second = (float(adv_sds_loss(defender, [base], photos)) for base in bases)
+    assert first != pytest.approx(second, rel=0.01)  # a mean and a sum (or the first alone) give different numbers
+    assert ensemble == pytest.approx((first + second) / 2, rel=1e-6)
 
 
 def test_pgd_increases_the_loss_it_attacks(digits):
@@ -170,6 +192,42 @@ def test_a_robust_judge_scores_the_same_generations_a_second_time(digits, untrai
         unscored.robust_mean
 
 
+def test_no_digit_rate_counts_top_probabilities_below_the_threshold(digits):
+    """_constant_judge's logits are 1 at one class and 0 at nine, so its top probability is p = e / (e + 9) ~ 0.23 on
+    every image: the no-digit rate is 1 for any threshold above p (the default 0.5 included) and 0 below it."""
+    judge, images = _constant_judge(3), digits.identity_photos(4)
+    p = math.e / (math.e + 9)
+    torch.testing.assert_close(judge(images).softmax(-1).max(-1).values, torch.full((4,), p))
+    assert no_digit_rate(judge, images) == 1.0
+    assert no_digit_rate(judge, images, threshold=p + 1e-3) == 1.0
+    assert no_digit_rate(judge, images, threshold=p - 1e-3) == 0.0
+
+
+def test_mean_and_error_by_hand():
+    """Several seeds: the standard error of the mean across seeds, sqrt(sum (r - m)^2 / (n - 1) / n); for [0.25, 0.75]
+    that is sqrt(0.125 / 1 / 2) = 0.25. One seed: the binomial sqrt(p (1 - p) / n_samples), for 0.25 of 48 samples
+    sqrt(0.1875 / 48) = 0.0625."""
+    assert _mean_and_error([0.25, 0.75], 4) == pytest.approx((0.5, 0.25), rel=1e-12)
+    assert _mean_and_error([0.25], 48) == pytest.approx((0.25, 0.0625), rel=1e-12)
+    outcome = AttackOutcome([0.25, 0.75], 0.0, 0.0, torch.zeros(1, 1, 8, 8), 4, robust_success=[0.25])
+    assert (outcome.mean, outcome.error) == pytest.approx((0.5, 0.25), rel=1e-12)
+    assert (outcome.robust_mean, outcome.robust_error) == pytest.approx((0.25, math.sqrt(0.1875 / 4)), rel=1e-12)
+
+
+def test_uniform_noise_moves_every_pixel_by_exactly_epsilon_unless_clipped():
+    """x' = clip(x + s eps, -1, 1), s = +-1: |x' - x| = eps wherever x +- eps stays in [-1, 1], x' is one of the two
+    clipped values elsewhere, and the signs are fair (share of + within 5 standard errors 0.5 / sqrt(n) of 1/2)."""
+    torch.manual_seed(0)
+    epsilon, images = 0.1, torch.rand(256, 1, 8, 8) * 2 - 1
+    moved = uniform_noise(images, epsilon) - images
+    inside = images.abs() <= 1 - epsilon
+    torch.testing.assert_close(moved[inside].abs(), torch.full_like(moved[inside], epsilon), rtol=0, atol=1e-6)
+    up, down = (images + epsilon).clamp(-1, 1) - images, (images - epsilon).clamp(-1, 1) - images
+    assert bool((torch.isclose(moved, up, atol=1e-6) | torch.isclose(moved, down, atol=1e-6))[~inside].all())
+    n = int(inside.sum())
+    assert float((moved[inside] > 0).double().mean()) == pytest.approx(0.5, abs=5 * 0.5 / math.sqrt(n))
+
+
 def test_personalisation_only_moves_what_it_should(digits, untrained_bases):
     base = untrained_bases["pixel"]
     photos = digits.identity_photos(4)
@@ -181,12 +239,27 @@ def test_personalisation_only_moves_what_it_should(digits, untrained_bases):
     assert not torch.equal(tuned.eps_net.head[1].weight, base.eps_net.head[1].weight)
 
 
-def test_frechet_distance_matches_closed_form():
-    # Gaussians N(0, I) and N(m, 4 I) in 2-D: |m|^2 + tr(I + 4I - 2 * 2I) = |m|^2 + 2
-    torch.manual_seed(0)
-    a = torch.randn(200_000, 2)
-    b = 2 * torch.randn(200_000, 2) + torch.tensor([3.0, 4.0])
-    assert frechet_distance(a, b) == pytest.approx(27.0, rel=0.01)
+def _points_with_moments(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """The 2D rows mean +- c l_i, D = len(mean), l_i the columns of L, L L^T = cov, c^2 = (2D - 1) / 2: their sample
+    mean is ``mean`` and their unbiased sample covariance is 2 c^2 L L^T / (2D - 1) = ``cov``, exactly."""
+    offsets = math.sqrt((2 * len(mean) - 1) / 2) * torch.linalg.cholesky(cov).T
+    return torch.cat([mean + offsets, mean - offsets])
+
+
+def test_frechet_distance_matches_closed_form_for_non_commuting_covariances():
+    """For a 2x2 SPD matrix M with eigenvalues l1, l2: tr M^1/2 = sqrt(l1) + sqrt(l2) = sqrt(tr M + 2 sqrt(det M)).
+    With M = S_a^1/2 S_b S_a^1/2, tr M = tr(S_a S_b) and det M = det S_a det S_b, so
+    FD = |mu_a - mu_b|^2 + tr S_a + tr S_b - 2 sqrt(tr(S_a S_b) + 2 sqrt(det S_a det S_b)). S_a S_b != S_b S_a here,
+    so the wrong cross term tr(S_a^1/2 S_b^1/2) gives another number."""
+    mu_a, mu_b = torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([1.0, -2.0], dtype=torch.float64)
+    cov_a = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    cov_b = torch.tensor([[1.0, 0.0], [0.0, 9.0]], dtype=torch.float64)
+    assert not torch.allclose(cov_a @ cov_b, cov_b @ cov_a)
+    a, b = _points_with_moments(mu_a, cov_a), _points_with_moments(mu_b, cov_b)
+    cross = math.sqrt(torch.trace(cov_a @ cov_b) + 2 * math.sqrt(torch.det(cov_a) * torch.det(cov_b)))
+    expected = float((mu_a - mu_b).pow(2).sum() + torch.trace(cov_a) + torch.trace(cov_b)) - 2 * cross
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-9)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
 
 
@@ -206,15 +279,165 @@ def test_quantise_blur_by_hand():
     assert torch.equal(quantise_blur(images, bits=4, blur=1), images)  # -1 and 1 are on the 4-bit grid
 
 
-def test_diffpure_returns_images_in_range(digits, untrained_bases):
-    out = diffpure(untrained_bases["pixel"], digits.identity_photos(3), strength=0.1)
-    assert out.shape == (3, 1, 8, 8) and float(out.abs().max()) <= 1
+def test_quantise_rounds_to_the_nearest_of_2_to_the_bits_levels():
+    """bits=b keeps the 2^b evenly spaced levels linspace(-1, 1, 2^b) and moves each pixel to its nearest level
+    (blur=1: no blur). bits=2: levels -1, -1/3, 1/3, 1, so 0.2 -> 1/3 (2^b + 1 levels would give 0)."""
+    values = torch.linspace(-0.99, 0.99, 64).reshape(1, 1, 8, 8)  # no value is midway between two levels
+    for bits in (1, 2, 3):
+        levels = torch.linspace(-1, 1, 2 ** bits)
+        nearest = levels[(values.unsqueeze(-1) - levels).abs().argmin(-1)]
+        torch.testing.assert_close(quantise_blur(values, bits=bits, blur=1), nearest)
+    assert float(quantise_blur(torch.full((1, 1, 8, 8), 0.2), bits=2, blur=1).max()) == pytest.approx(1 / 3)
+
+
+ORACLE_STEPS = 50
+
+
+def _linear_schedule(n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The schedule's definition, recomputed in float64: beta_i = b0 + (b1 - b0) i / (T - 1) with Schedule.linear's
+    defaults b0 = 1e-4, b1 = 0.05, and abar_t = prod_{i <= t} (1 - beta_i)."""
+    betas = torch.tensor([1e-4 + (0.05 - 1e-4) * i / (n_steps - 1) for i in range(n_steps)], dtype=torch.float64)
+    alphas_bar = torch.tensor([math.prod(1 - float(b) for b in betas[:t + 1]) for t in range(n_steps)],
+                              dtype=torch.float64)
+    return betas, alphas_bar
+
+
+class _ExactEps(nn.Module):
+    """The exact eps-prediction for data z0 ~ N(mean, var) per coordinate (var = 0: a point mass at ``mean``).
+    z_t = sqrt(abar) z0 + sqrt(1 - abar) eps is jointly Gaussian with eps, so
+    E[eps | z_t] = sqrt(1 - abar) (z_t - sqrt(abar) mean) / (abar var + 1 - abar). Records each call's steps and
+    slots."""
+
+    def __init__(self, mean: torch.Tensor, var: float = 0.0):
+        super().__init__()
+        self.alphas_bar = _linear_schedule(ORACLE_STEPS)[1]
+        self.mean, self.var, self.calls = mean.double(), var, []
+
+    def forward(self, z_t, t, slots):
+        self.calls.append((t.unique().tolist(), slots.unique().tolist()))
+        abar = self.alphas_bar[t].unsqueeze(-1)
+        eps = (1 - abar).sqrt() * (z_t.double() - abar.sqrt() * self.mean) / (abar * self.var + 1 - abar)
+        return eps.to(z_t.dtype)
+
+
+def _reverse_moments(start_step: int, mean: float, var: float, z_mean: float, z_var: float) -> tuple[float, float]:
+    """Mean and variance after Ho et al.'s Algorithm 2 from z ~ N(z_mean, z_var) at step start_step - 1 down to 0 with
+    _ExactEps of N(mean, var): eps = c (z - sqrt(abar) mean) is linear, so each step is z <- A z + B + sqrt(beta) xi
+    (no xi at step 0) with k = beta / sqrt(1 - abar), A = (1 - k c) / sqrt(1 - beta), B = k c sqrt(abar) mean /
+    sqrt(1 - beta)."""
+    betas, alphas_bar = (x.tolist() for x in _linear_schedule(ORACLE_STEPS))
+    for step in reversed(range(start_step)):
+        beta, abar = betas[step], alphas_bar[step]
+        c = math.sqrt(1 - abar) / (abar * var + 1 - abar)
+        k = beta / math.sqrt(1 - abar)
+        a, b = (1 - k * c) / math.sqrt(1 - beta), k * c * math.sqrt(abar) * mean / math.sqrt(1 - beta)
+        z_mean, z_var = a * z_mean + b, a * a * z_var + (beta if step > 0 else 0.0)
+    return z_mean, z_var
+
+
+def _clamped_normal_moments(mean: float, var: float) -> tuple[float, float]:
+    """Mean and variance of Y = clamp(X, -1, 1), X = mean + sd Z ~ N(mean, var) (decode() clamps): with
+    a = (-1 - mean) / sd, b = (1 - mean) / sd, E[Z; a<Z<b] = pdf(a) - pdf(b), E[Z^2; a<Z<b] = P(a<Z<b) + a pdf(a)
+    - b pdf(b), and Y = -1, +1 with the tail probabilities cdf(a), 1 - cdf(b)."""
+    sd = math.sqrt(var)
+    lo, hi = (-1 - mean) / sd, (1 - mean) / sd
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    pdf = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    p_lo, p_hi, p_in = cdf(lo), 1 - cdf(hi), cdf(hi) - cdf(lo)
+    first = p_hi - p_lo + mean * p_in + sd * (pdf(lo) - pdf(hi))
+    second = (p_lo + p_hi + (mean ** 2 + var) * p_in + 2 * mean * sd * (pdf(lo) - pdf(hi))
+              + var * (lo * pdf(lo) - hi * pdf(hi)))
+    return first, second - first ** 2
+
+
+def _assert_moments(samples: torch.Tensor, mean: float, var: float):
+    """N iid draws of clamp(N(mean, var), -1, 1): sample mean and variance against _clamped_normal_moments within 5
+    standard errors estimated from the draws, sd / sqrt(N) and sqrt((m4 - s^4) / N) (m4 the 4th central moment)."""
+    values = samples.double().flatten()
+    n, expected_mean, expected_var = len(values), *_clamped_normal_moments(mean, var)
+    centred = values - values.mean()
+    assert float(values.mean()) == pytest.approx(expected_mean, abs=5 * float(values.std()) / math.sqrt(n))
+    se_var = math.sqrt(float(centred.pow(4).mean() - centred.pow(2).mean() ** 2) / n)
+    assert float(values.var()) == pytest.approx(expected_var, abs=5 * se_var)
+
+
+def test_forward_noising_matches_the_schedule_definition():
+    """betas and alphas_bar equal the linear schedule's definition, and noise(z0, t, eps) equals
+    sqrt(abar_t) z0 + sqrt(1 - abar_t) eps with each row's own t."""
+    model = DiffusionModel(None, n_steps=ORACLE_STEPS, hidden=8)
+    betas, alphas_bar = _linear_schedule(ORACLE_STEPS)
+    torch.testing.assert_close(model.betas.double(), betas, rtol=1e-6, atol=0)
+    torch.testing.assert_close(model.alphas_bar.double(), alphas_bar, rtol=1e-6, atol=0)
+    torch.manual_seed(0)
+    t = torch.tensor([0, 1, ORACLE_STEPS // 2, ORACLE_STEPS - 1])
+    z0, eps = torch.randn(4, model.data_dim), torch.randn(4, model.data_dim)
+    expected = alphas_bar[t].sqrt().unsqueeze(-1) * z0 + (1 - alphas_bar[t]).sqrt().unsqueeze(-1) * eps
+    torch.testing.assert_close(model.noise(z0, t, eps).double(), expected, rtol=1e-5, atol=1e-5)  # float32
+
+
+@pytest.mark.parametrize("space", ["pixel", "latent"])
+def test_sampler_and_diffpure_return_a_point_mass(digits, space):
+    """With the exact eps of a point mass z0, the step at t = 0 maps any z to z0 exactly (abar_0 = 1 - beta_0), so
+    sample() and diffpure() both return decode(z0) (to float32 rounding), visiting steps T-1..0 and t*-1..0 once, in
+    order, with the requested slot and the empty prompt respectively."""
+    torch.manual_seed(0)
+    model = DiffusionModel(Autoencoder() if space == "latent" else None, n_steps=ORACLE_STEPS, hidden=8)
+    target = torch.linspace(-0.9, 0.9, 64).reshape(1, 1, 8, 8)
+    z0 = model.encode(target)
+    model.eps_net = oracle = _ExactEps(z0[0])
+    expected = model.decode(z0)
+    samples = model.sample(5, slot=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(samples, expected.expand(5, -1, -1, -1), rtol=0, atol=1e-4)
+    assert oracle.calls == [([step], [3]) for step in reversed(range(ORACLE_STEPS))]
+    oracle.calls.clear()
+    purified = diffpure(model, digits.identity_photos(4), strength=0.3)
+    torch.testing.assert_close(purified, expected.expand(4, -1, -1, -1), rtol=0, atol=1e-4)
+    assert oracle.calls == [([step], [NULL_SLOT]) for step in reversed(range(round(0.3 * ORACLE_STEPS)))]
+
+
+@pytest.mark.parametrize("mean, sd", [(0.2, 0.15), (0.3, 1.0)])
+def test_sampler_matches_the_exact_moments_of_gaussian_data(mean, sd):
+    """Pixel data N(mean, sd^2) with its exact eps: sample() starts at z ~ N(0, 1) and every step is linear, so the
+    output is N(m, s) with (m, s) from _reverse_moments, then clamped. Narrow data: (m, s) = (0.19827, 0.025217) at 50
+    steps, > 5 standard errors from the data's own (0.2, 0.0225); wide data keeps a share abar_{T-1} ~ 0.28 of the
+    start's variance, so it checks the start z_T ~ N(0, 1). 4000 x 64 iid pixels."""
+    model = DiffusionModel(None, n_steps=ORACLE_STEPS, hidden=8)
+    model.eps_net = _ExactEps(torch.tensor(mean), sd ** 2)
+    samples = model.sample(4000, slot=NULL_SLOT, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4000, 1, 8, 8)
+    _assert_moments(samples, *_reverse_moments(ORACLE_STEPS, mean, sd ** 2, 0.0, 1.0))
+
+
+def test_diffpure_matches_the_exact_moments_of_gaussian_data():
+    """DiffPure of images all equal to x with the exact eps of N(0.3, 0.2^2): strength 0.2 gives t* = 10; the start
+    z = sqrt(abar_{t*-1}) x + sqrt(1 - abar_{t*-1}) xi has mean sqrt(abar_{t*-1}) x and variance 1 - abar_{t*-1}, and
+    the linear reverse steps t*-1..0 give the mean and variance of _reverse_moments. 8000 x 64 iid pixels."""
+    mean, var, x, strength = 0.3, 0.2 ** 2, -0.5, 0.2
+    model = DiffusionModel(None, n_steps=ORACLE_STEPS, hidden=8)
+    model.eps_net = _ExactEps(torch.tensor(mean), var)
+    t_star = round(strength * ORACLE_STEPS)
+    abar = float(_linear_schedule(ORACLE_STEPS)[1][t_star - 1])
+    purified = diffpure(model, torch.full((8000, 1, 8, 8), x), strength=strength)
+    _assert_moments(purified, *_reverse_moments(t_star, mean, var, math.sqrt(abar) * x, 1 - abar))
+
+
+def test_autoencoder_latents_have_unit_std_and_decode_undoes_the_scale(digits):
+    """After training, latent_scale is the std of the raw encoder outputs over the training images, so encode() of
+    those images has std 1, and decode(encode(x)) equals decoder(encoder(x)): the scale cancels."""
+    training = digits.base_training_set()
+    autoencoder = train_autoencoder(training, steps=3)
+    latents = autoencoder.encode(training.images)
+    assert float(autoencoder.latent_scale) != pytest.approx(1.0, abs=0.01)  # the scale is doing something
+    assert float(latents.std()) == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(autoencoder.decode(latents),
+                               autoencoder.decoder(autoencoder.encoder(training.images)))
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda base, x: uniform_noise(x, 0.0), "epsilon=0.0 must be > 0"),
-    (lambda base, x: pgd_advdm(base, x, -0.1), "epsilon=-0.1 must be > 0"),
-    (lambda base, x: Defender(0), "epsilon=0 must be > 0"),
+    (lambda base, x: uniform_noise(x, 0.0), r"epsilon=0.0 must lie in \(0, 2\)"),
+    (lambda base, x: pgd_advdm(base, x, -0.1), r"epsilon=-0.1 must lie in \(0, 2\)"),
+    (lambda base, x: uniform_noise(x, 2.0), r"epsilon=2.0 must lie in \(0, 2\)"),
+    (lambda base, x: Defender(0), r"epsilon=0 must lie in \(0, 2\)"),
     (lambda base, x: pgd_advdm(base, 3 * x, 0.1), r"range \[-1, 1\]"),
     (lambda base, x: Defender(0.1).protect((x + 1) * 127.5), r"range \[-1, 1\]"),
     (lambda base, x: aspl(base, x.reshape(-1, 64), 0.1), r"shape \(B, 1, 8, 8\)"),
@@ -224,6 +447,8 @@ def test_diffpure_returns_images_in_range(digits, untrained_bases):
     (lambda base, x: quantise_blur(x, bits=0), "bits=0"),
     (lambda base, x: diffpure(base, x, strength=0), "strength=0"),
     (lambda base, x: load_rid_digits(identity=10), "identity=10"),
+    (lambda base, x: attack_and_judge(base, x, _constant_judge(0), 8, x, seeds=()), r"seeds=\(\) is empty"),
+    (lambda base, x: Defender(0.1, channels=4), "channels=4 must be a positive multiple of 8"),
 ])
 def test_bad_input_gives_one_line_error(digits, untrained_bases, call, message):
     with pytest.raises(ValueError, match=message) as error:

@@ -68,6 +68,8 @@ class DigitsConvNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, channels: int = 32, n_blocks: int = 2, side: int = 8):
         super().__init__()
+        if channels < 8 or channels % 8:
+            raise ValueError(f"channels={channels} must be a positive multiple of 8 (its GroupNorms have 8 groups)")
         self.side, self.in_channels = side, in_channels
         self.time_features = TimeFeatures()
         time_dim = 4 * channels

@@ -31,8 +31,9 @@ def check_images(images: Tensor, name: str = "images") -> None:
 
 
 def check_epsilon(epsilon: float) -> None:
-    if not epsilon > 0:
-        raise ValueError(f"epsilon={epsilon} must be > 0 (an L-infinity budget in [-1, 1] pixel units)")
+    if not 0 < epsilon < 2:
+        raise ValueError(f"epsilon={epsilon} must lie in (0, 2): an L-infinity budget in [-1, 1] pixel units "
+                         "(2 spans the whole range, so it would bound nothing)")
 
 
 def check_identity(identity: int) -> None:

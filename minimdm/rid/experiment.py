@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from minimdm.rid.ddpm import DiffusionModel
@@ -59,6 +58,8 @@ def attack_and_judge(base: DiffusionModel, photos: Tensor, judge: Judge, identit
 
     ``robust_judge`` (optional) scores the same generations a second time: a judge trained on noisy digits tells an
     attack that failed from one whose generations are merely noisy."""
+    if len(seeds) == 0:
+        raise ValueError("seeds=() is empty: give at least one attack seed, e.g. seeds=(0,)")
     device = base.betas.device
     photos, reference = photos.to(device), reference.to(device)
     success, robust, no_digit, frechet, first = [], [], [], [], None
