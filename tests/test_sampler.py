@@ -1,5 +1,4 @@
 """LLaDA's sampler: exact in the limit, with the invariants the paper's algorithm promises."""
-import itertools
 import math
 
 import pytest

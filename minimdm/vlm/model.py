@@ -104,7 +104,7 @@ class VisionLanguageModel(nn.Module):
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 8, 8) or (B, N, 1, 8, 8) -> (B, 16 N, d_model): encoder grid projected by the connector."""
-        many = images.view(-1, *images.shape[2:]) if images.dim() == 5 else images
+        many = images.reshape(-1, *images.shape[2:]) if images.dim() == 5 else images
         features = self.connector(self.encoder(many))  # (B N, 16, d)
         return features.reshape(images.shape[0], -1, features.shape[-1])
 

@@ -47,7 +47,7 @@ def find_chromium() -> str:
 def start_jupyterlab(root: Path, port: int, token: str, log) -> subprocess.Popen:
     env = dict(os.environ, MINIMDM_PRESET=os.environ.get("MINIMDM_PRESET", "cpu"), OMP_NUM_THREADS="1",
                JUPYTER_CONFIG_DIR=str(root / ".jupyter"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.ip=127.0.0.1",
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                "--ServerApp.open_browser=False", "--allow-root", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
                "jupyterlab.NeverCheckForUpdate"]
