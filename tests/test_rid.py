@@ -239,6 +239,31 @@ def test_personalisation_only_moves_what_it_should(digits, untrained_bases):
     assert not torch.equal(tuned.eps_net.head[1].weight, base.eps_net.head[1].weight)
 
 
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_dreambooth_loss_is_the_instance_term_plus_the_prior_term(digits, untrained_bases, monkeypatch, with_prior):
+    """The trainer gets loss = E||eps - eps_hat(z_t, t, sks)||^2 on the encoded photos, plus (with a prior set) the
+    same loss of the prior digits under their own labels, weight 1 (DreamBooth's prior preservation). The batch and
+    the noise draws are replayed from the seed and the two terms computed by hand on the model being tuned."""
+    seen = {}
+    monkeypatch.setattr("minimdm.rid.personalize.train",
+                        lambda net, loss, batch, cfg: seen.update(loss=loss, batch=batch))
+    base, photos = untrained_bases["latent"], digits.identity_photos(4)
+    prior = digits.base_training_set() if with_prior else None
+    model = personalize(base, photos, "dreambooth", batch_size=6, prior=prior)  # the copy the loss trains
+    with torch.no_grad():  # the new word starts as the null slot; move it (not by a constant: the LayerNorms would
+        new_word = model.eps_net.class_embedding.weight[NEW_TOKEN]  # remove that), so a loss on the wrong slot differs
+        new_word += torch.linspace(-1, 1, len(new_word))
+    torch.manual_seed(3)
+    batch = seen["batch"](0)
+    assert len(batch) == (3 if with_prior else 1)
+    torch.manual_seed(4)
+    loss = seen["loss"](None, batch)
+    torch.manual_seed(4)
+    instance = model.per_sample_loss(batch[0], torch.full((6,), NEW_TOKEN)).mean()
+    expected = instance + model.per_sample_loss(model.encode(batch[1]), batch[2]).mean() if with_prior else instance
+    assert torch.equal(loss, expected)
+
+
 def _points_with_moments(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """The 2D rows mean +- c l_i, D = len(mean), l_i the columns of L, L L^T = cov, c^2 = (2D - 1) / 2: their sample
     mean is ``mean`` and their unbiased sample covariance is 2 c^2 L L^T / (2D - 1) = ``cov``, exactly."""
