@@ -157,6 +157,20 @@ def test_pgd_increases_the_loss_it_attacks(digits):
     assert loss(adversarial) > 1.05 * loss(uniform_noise(photos, 0.2))  # direction matters, not just size
 
 
+def test_defenses_draw_from_their_own_seed_and_give_the_caller_s_rng_back(digits, untrained_bases):
+    base, photos = untrained_bases["latent"], digits.identity_photos(4)
+    defenses = {"advdm": lambda: pgd_advdm(base, photos, 0.1, steps=2),
+                "aspl": lambda: aspl(base, photos, 0.1, rounds=1, fine_tune_steps=1, pgd_steps=2)}
+    for name, defend in defenses.items():
+        torch.manual_seed(5)
+        untouched = torch.rand(3)
+        torch.manual_seed(5)
+        first = defend()
+        assert torch.equal(torch.rand(3), untouched), name  # the caller's stream goes on as if nothing ran
+        torch.manual_seed(6)
+        assert torch.equal(defend(), first), name  # the defense's seed decides its draws, not the caller's state
+
+
 def test_judge_is_accurate_on_clean_held_out_digits(digits):
     judge = train_judge(digits.train_images, digits.train_labels, steps=400)  # ~10 s on one idle CPU thread
     assert accuracy(judge, digits.test_images, digits.test_labels) > 0.95

@@ -325,6 +325,22 @@ def test_padding_is_invisible():
     assert torch.allclose(model(ids, images), model(padded, images)[:, : ids.shape[1]], atol=1e-12)
 
 
+@pytest.mark.parametrize("attention", ["bidirectional", "dialogue_causal", "causal"])
+def test_a_mask_is_built_only_where_the_pattern_needs_one(attention, monkeypatch):
+    """Unpadded full or causal attention passes no mask (SDPA may then use its fused kernels) and gives the logits
+    the explicit mask gives; dialogue-causal attention and padded rows pass the (B, T, T) mask."""
+    model = tiny_vlm(attention)
+    ids, _, images = batch_of([two_turn()])
+    padded = torch.cat([ids, torch.full((1, 5), TOKENIZER.pad_id)], dim=1)
+    masks, lm_forward = [], model.lm.forward
+    monkeypatch.setattr(model.lm, "forward", lambda *a, **k: masks.append(k["attn_mask"]) or lm_forward(*a, **k))
+    logits = model(ids, images)
+    model(padded, images)
+    assert (masks[0] is None) is (attention != "dialogue_causal") and masks[1].shape == (1,) + padded.shape[1:] * 2
+    explicit = attention_mask(ids, attention, TOKENIZER.user_id, TOKENIZER.pad_id)
+    assert torch.allclose(logits, lm_forward(None, attn_mask=explicit, input_embeds=model.embed(ids, images)), atol=1e-12)
+
+
 # --- sampling ---------------------------------------------------------------------------------------------
 
 def test_sampler_never_touches_image_positions_and_answers_turn_by_turn():

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -22,6 +23,14 @@ from minimdm.bfn.nets import DigitsConvNet
 from minimdm.rid.data import SIDE, TrainingDigits, check_epsilon, check_images
 from minimdm.rid.ddpm import NEW_TOKEN, NULL_SLOT, DiffusionModel
 from minimdm.train import TrainConfig, train
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed the global RNG for a defense's own draws, then give the caller's RNG state back."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def apply_perturbation(images: Tensor, delta: Tensor) -> Tensor:
@@ -63,9 +72,9 @@ def pgd_advdm(base: DiffusionModel, images: Tensor, epsilon: float, steps: int =
     """AdvDM: maximise the frozen base model's diffusion loss (empty prompt) over the eps-ball. Returns x'."""
     check_images(images)
     check_epsilon(epsilon)
-    torch.manual_seed(seed)
     step_size = epsilon / 10 if step_size is None else step_size
-    return _pgd(base.requires_grad_(False), images, images, epsilon, steps, step_size, NULL_SLOT, samples)
+    with seeded(seed, images.device):
+        return _pgd(base.requires_grad_(False), images, images, epsilon, steps, step_size, NULL_SLOT, samples)
 
 
 def _fine_tune(model: DiffusionModel, optimizer: torch.optim.Optimizer, z0: Tensor, steps: int, batch_size: int = 64):
@@ -83,24 +92,24 @@ def aspl(base: DiffusionModel, images: Tensor, epsilon: float, rounds: int = 20,
     """Anti-DreamBooth's ASPL: the defender fine-tunes its own surrogate the way the attacker will. Returns x'."""
     check_images(images)
     check_epsilon(epsilon)
-    torch.manual_seed(seed)
     step_size = epsilon / 10 if step_size is None else step_size
-    surrogate = copy.deepcopy(base)
-    surrogate.eps_net.requires_grad_(True)
-    with torch.no_grad():
-        surrogate.eps_net.class_embedding.weight[NEW_TOKEN] = surrogate.eps_net.class_embedding.weight[NULL_SLOT]
-        clean_z0 = surrogate.encode(images)
-    optimizer = torch.optim.Adam(surrogate.eps_net.parameters(), lr=lr)
-    adversarial = images.clone()
-    for _ in range(rounds):
-        learner = copy.deepcopy(surrogate)  # (i) theta' <- theta, trained on the clean photos
-        _fine_tune(learner, torch.optim.Adam(learner.eps_net.parameters(), lr=lr), clean_z0, fine_tune_steps)
-        learner.requires_grad_(False)
-        adversarial = _pgd(learner, images, adversarial, epsilon, pgd_steps, step_size, NEW_TOKEN, samples)  # (ii)
+    with seeded(seed, images.device):
+        surrogate = copy.deepcopy(base)
+        surrogate.eps_net.requires_grad_(True)
         with torch.no_grad():
-            adversarial_z0 = surrogate.encode(adversarial)
-        _fine_tune(surrogate, optimizer, adversarial_z0, fine_tune_steps)  # (iii) theta trained on the perturbed photos
-    return adversarial
+            surrogate.eps_net.class_embedding.weight[NEW_TOKEN] = surrogate.eps_net.class_embedding.weight[NULL_SLOT]
+            clean_z0 = surrogate.encode(images)
+        optimizer = torch.optim.Adam(surrogate.eps_net.parameters(), lr=lr)
+        adversarial = images.clone()
+        for _ in range(rounds):
+            learner = copy.deepcopy(surrogate)  # (i) theta' <- theta, trained on the clean photos
+            _fine_tune(learner, torch.optim.Adam(learner.eps_net.parameters(), lr=lr), clean_z0, fine_tune_steps)
+            learner.requires_grad_(False)
+            adversarial = _pgd(learner, images, adversarial, epsilon, pgd_steps, step_size, NEW_TOKEN, samples)  # (ii)
+            with torch.no_grad():
+                adversarial_z0 = surrogate.encode(adversarial)
+            _fine_tune(surrogate, optimizer, adversarial_z0, fine_tune_steps)  # (iii) theta on the perturbed photos
+        return adversarial
 
 
 class Defender(nn.Module):

@@ -126,7 +126,9 @@ class VisionLanguageModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         embeds = self.embed(ids, images)
-        mask = attention_mask(ids, self.attention, self.user_id, self.pad_id)
+        needs_mask = self.attention == "dialogue_causal" or bool((ids == self.pad_id).any())
+        # without padding, full and causal attention need no mask: SDPA then picks its fused kernels
+        mask = attention_mask(ids, self.attention, self.user_id, self.pad_id) if needs_mask else None
         return self.lm(None, attn_mask=mask, input_embeds=embeds)
 
 
