@@ -12,7 +12,10 @@ fused AdamW. The plain loop is the shortest loop that does the same work; that r
 nanoGPT-style GPT-2 network and loop of the same size in plain PyTorch (``bench/gpt2_reference.py``), and the
 last ratio compares the whole course stack (backbone and trainer) with it. The last two columns time the trainer
 once more with ``TransformerConfig(autocast_residual=True)``, the residual stream in bf16 (on CUDA; the CPU runs
-without autocast, so there it is the same model).
+without autocast, so there it is the same model), and the last two with both that and another ``torch.compile``
+mode (``--compile-mode``; default "reduce-overhead", which replays the step's kernels as CUDA graphs, against the
+launch-bound small batch; "max-autotune-no-cudagraphs" tunes the matmuls instead). On the CPU nothing is compiled,
+so there the last column is the trainer again.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import gpt2_reference
 from minimdm.arm import KINDS, loss_function
 from minimdm.flops import non_embedding_params, peak_flops, training_flops_per_token
 from minimdm.nn import Transformer, TransformerConfig
-from minimdm.train import TrainConfig, make_optimizer, train
+from minimdm.train import COMPILE_MODES, TrainConfig, make_optimizer, train
 
 SHAPES = {  # name: (n_layers, d_model, n_heads, seq_len, vocab, batch sizes)
     "shakespeare_char": (6, 384, 6, 256, 65, (64, 512)),
@@ -86,10 +89,10 @@ def reference_loop(model, loss_fn, batch_fn, steps, device, compile_model):
     return tokens / (time.perf_counter() - start)
 
 
-def minimdm_trainer(model, loss_fn, batch_fn, steps, device, compile_model):
+def minimdm_trainer(model, loss_fn, batch_fn, steps, device, compile_model, compile_mode="default"):
     """The course's trainer; its second logging window (after compilation) is the timed half."""
     cfg = TrainConfig(steps=steps, lr=1e-3, warmup_steps=10, log_every=steps // 2, compile=compile_model,
-                      device=str(device), progress=False)
+                      compile_mode=compile_mode if compile_model else "default", device=str(device), progress=False)
     result = train(model, loss_fn, batch_fn, cfg)
     return result.history[-1]["tokens_per_s"]
 
@@ -105,6 +108,8 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement (half are timed)")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="default: both GPU shapes")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["mdm"], help="which losses to time")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="reduce-overhead",
+                        help="torch.compile mode of the last column (bf16 residual stream too)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     shapes = args.shapes or (["tiny_cpu"] if args.quick or device.type == "cpu" else ["shakespeare_char", "gpt2_small"])
@@ -114,7 +119,8 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name} | torch {torch.__version__} | compiled: {compile_model} | {steps} steps, last {steps // 2} timed")
     print(f"{'shape':18s} {'kind':>4s} {'batch':>5s} {'params':>8s} {'plain loop':>11s} {'GPT-2-style':>11s} "
-          f"{'minimdm':>11s} {'vs plain':>8s} {'vs GPT-2':>8s} {'MFU':>6s} {'bf16 resid.':>11s} {'vs GPT-2':>8s}  "
+          f"{'minimdm':>11s} {'vs plain':>8s} {'vs GPT-2':>8s} {'MFU':>6s} {'bf16 resid.':>11s} {'vs GPT-2':>8s} "
+          f"{'+ ' + args.compile_mode[:9]:>11s} {'vs GPT-2':>8s}  "
           "(tokens/s; GPT-2-style params)")
     for shape in shapes:
         for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
@@ -124,11 +130,13 @@ def main():
             results["gpt2"] = reference_loop(gpt2, gpt2_loss, random_batches(vocab, batch, seq_len, device), steps,
                                              device, compile_model)
             del gpt2
-            for label, runner, bf16_residual in (("reference", reference_loop, False), ("minimdm", minimdm_trainer, False),
-                                                 ("bf16_residual", minimdm_trainer, True)):
+            variants = (("reference", reference_loop, False, {}), ("minimdm", minimdm_trainer, False, {}),
+                        ("bf16_residual", minimdm_trainer, True, {}),
+                        ("other_mode", minimdm_trainer, True, {"compile_mode": args.compile_mode}))
+            for label, runner, bf16_residual, options in variants:
                 model, seq_len, vocab = build(shape, device, kind, bf16_residual)
                 results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
-                                        steps, device, compile_model)
+                                        steps, device, compile_model, **options)
                 flops, params = training_flops_per_token(model, seq_len), non_embedding_params(model)
                 del model
                 if device.type == "cuda":
@@ -137,7 +145,8 @@ def main():
             print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:11,.0f} "
                   f"{results['gpt2']:11,.0f} {results['minimdm']:11,.0f} {results['minimdm'] / results['reference']:8.2f} "
                   f"{results['minimdm'] / results['gpt2']:8.2f} {mfu} {results['bf16_residual']:11,.0f} "
-                  f"{results['bf16_residual'] / results['gpt2']:8.2f}  ({gpt2_params / 1e6:.1f}M)")
+                  f"{results['bf16_residual'] / results['gpt2']:8.2f} {results['other_mode']:11,.0f} "
+                  f"{results['other_mode'] / results['gpt2']:8.2f}  ({gpt2_params / 1e6:.1f}M)")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from minimdm import distributed
 from minimdm.flops import peak_flops, training_flops_per_token
 from minimdm.presets import default_device
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -60,6 +61,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # 0: only at the end (if checkpoint_dir is set)
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" replays CUDA graphs (fewer launches)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     seed: int = 0
     device: str = "auto"
@@ -82,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"grad_accum={self.grad_accum} must be >= 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode={self.compile_mode!r}: allowed values are {COMPILE_MODES}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode={self.compile_mode!r} needs compile=True")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns weight averaging off)")
 
@@ -306,7 +312,11 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / CHECKPOINT_FILE).exists():
         start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer, average)
     parallel_model = distributed.wrap(model, world)  # DDP copies rank 0's weights to every process
-    forward_model = torch.compile(parallel_model) if cfg.compile else parallel_model
+    graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune") and device.type == "cuda"
+    if graphs and world.size > 1:
+        raise ValueError(f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is not supported under DDP here: "
+                         "use 'default' or 'max-autotune-no-cudagraphs'")
+    forward_model = torch.compile(parallel_model, mode=cfg.compile_mode) if cfg.compile else parallel_model
     use_amp = cfg.amp and device.type == "cuda"
     peak = peak_flops(device)
 
@@ -342,6 +352,8 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
                     flops_per_token = training_flops_per_token(model, first.shape[-1])
                 # DDP averages gradients over processes in the last micro-step's backward only
                 syncing = local == cfg.grad_accum - 1 or world.size == 1
+                if graphs:  # a new iteration: the graphs may now overwrite the previous step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
                 with nullcontext() if syncing else parallel_model.no_sync():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         loss = loss_fn(forward_model, batch) / cfg.grad_accum

@@ -176,7 +176,8 @@ def test_weight_average_bad_input(tmp_path):
         train(fresh_model(), loss_fn, batch_fn, config(steps=20, ema_decay=0.9, checkpoint_dir=str(tmp_path)))
 
 
-def two_stage_run(compile: bool, device: str = "cpu") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def two_stage_run(compile: bool, device: str = "cpu", compile_mode: str = "default"
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stage 1 trains only the last layer, stage 2 every layer, the same model object throughout (as notebook 07's
     stages do); returns the weights before and after."""
     torch.manual_seed(0)
@@ -184,7 +185,8 @@ def two_stage_run(compile: bool, device: str = "cpu") -> tuple[list[torch.Tensor
     x, y = torch.randn(64, 4, device=device), torch.randn(64, 1, device=device)
     start = [p.detach().clone() for p in net.parameters()]
     squared_error = lambda model, batch: ((model(batch[0]) - batch[1]) ** 2).mean()  # noqa: E731
-    stage = config(steps=3, warmup_steps=0, lr=1e-2, compile=compile, device=device, amp=False)
+    stage = config(steps=3, warmup_steps=0, lr=1e-2, compile=compile, compile_mode=compile_mode, device=device,
+                   amp=False)
     net[0].requires_grad_(False)
     train(net, squared_error, lambda step: (x, y), stage)
     net[0].requires_grad_(True)
@@ -200,3 +202,19 @@ def test_a_compiled_model_unfrozen_between_stages_trains_what_was_unfrozen():
     assert not torch.equal(eager[0], start[0])  # stage 2 moved the first layer
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a GPU"))])
+def test_compiling_with_cuda_graphs_trains_as_eager_does(device):
+    """mode="reduce-overhead" replays CUDA graphs on a GPU (on the CPU inductor compiles without them): the weights
+    after both stages match eager training's, and a mode is refused by name."""
+    start, eager = two_stage_run(compile=False, device=device)
+    _, graphed = two_stage_run(compile=True, device=device, compile_mode="reduce-overhead")
+    assert not torch.equal(eager[0], start[0])
+    for a, b in zip(eager, graphed):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="compile_mode='fast': allowed values are"):
+        config(compile=True, compile_mode="fast")
+    with pytest.raises(ValueError, match="compile_mode='reduce-overhead' needs compile=True"):
+        config(compile_mode="reduce-overhead")
