@@ -9,6 +9,7 @@
     python bench/nanogpt_anchor.py --skip arm --ema 0.999 ...  # also average the weights; both are evaluated
     python bench/nanogpt_anchor.py --skip arm --mdm-weight-decay 1.0 ...  # stronger weight decay for the MDM
     python bench/nanogpt_anchor.py --skip arm --mdm-steps 40000 ...  # the cosine's length, from an earlier run
+    python bench/nanogpt_anchor.py --skip arm --mdm-loss k_dce ...  # train on RADD's k-DCE (exactly k masked)
     python bench/nanogpt_anchor.py --arm-set autocast_residual=true --mdm-set autocast_residual=true \
         --out bench/results/nanogpt_anchor_bf16_residual_<gpu>.json    # both kinds with a bf16 residual stream
     python bench/nanogpt_anchor.py --quick              # CPU smoke run in seconds (tiny shapes)
@@ -26,7 +27,9 @@ all validation windows of 256 characters, both kinds on the *same* windows:
 * **MDM**, the same network without the causal mask, with the course's recipe (RoPE, dropout 0.2, batch 256,
   lr 2e-3, LLaDA's loss with stratified t); its cosine schedule is sized from a measured step time so that it
   ends when the time budget does. Reported: the NELBO (l-estimator, an upper bound on the NLL) with its
-  standard error. Target: <= 1.55 within 5 minutes. The MDM's report also scores its final weights decoded left to
+  standard error. Target: <= 1.55 within 5 minutes. ``--mdm-loss k_dce`` trains it on RADD's k-DCE instead
+  (arXiv 2406.03736: k ~ U{1..L} positions masked exactly, weight L/k), the same bound with a token-level masking
+  rate in place of LLaDA's per-sequence t; the validation number is the same l-estimator either way. The MDM's report also scores its final weights decoded left to
   right, one character per call: an exact NLL, comparable with the ARM's (``final_left_to_right``; notebook 02), and
   the weights of its lowest look, again on the final look's masks (``kept_best_trained`` / ``kept_best_averaged``).
   The final looks, the kept best looks and the left-to-right MDM list each window's value (``per_window``), so two
@@ -60,7 +63,7 @@ from minimdm.data.corpora import TINYSHAKESPEARE_SHA256, data_dir
 from minimdm.flops import non_embedding_params
 from minimdm.mdm.elbo import Estimate
 from minimdm.mdm.likelihood import corpus_nelbo_per_sequence
-from minimdm.radd import ordered_nll
+from minimdm.radd import KDCE, ordered_nll
 from minimdm.recipes import TextRecipe, build_model, prepare_data
 from minimdm.train import CHECKPOINT_FILE, atomic_write, read_checkpoint
 
@@ -84,14 +87,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int) -> tuple[float, float]:
+MDM_LOSSES = ("llada", "k_dce")
+
+
+def mdm_loss_fn(name: str, model):
+    """The MDM's training loss: LLaDA's (t per sequence, tokens masked independently) or RADD's k-DCE."""
+    if name not in MDM_LOSSES:
+        raise ValueError(f"MDM loss {name!r}: allowed values are {MDM_LOSSES}")
+    return loss_function("mdm", model) if name == "llada" else KDCE(model.mask_id).training_loss
+
+
+def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int, loss_fn) -> tuple[float, float]:
     """Run forward+backward on the real shapes without changing the weights: the first passes compile
     ``forward`` (if it is a ``torch.compile`` wrapper), the next ``steps`` are timed.
 
     Returns (compile + first-pass seconds, seconds per forward+backward).
     """
     forward.to(device).train()
-    loss_fn = loss_function(kind, forward)
 
     def one_pass():
         batch = stream.batch(recipe.batch_size).to(device)
@@ -137,12 +149,13 @@ def read_val(path: Path) -> float:
 
 
 def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_settings, stream, vocab_size, log,
-             max_windows=None, checkpoint_dir=None, steps=None):
+             max_windows=None, checkpoint_dir=None, steps=None, mdm_loss="llada"):
     model = build_model(recipe, vocab_size, causal=kind == "arm").to(device)
+    loss_fn = mdm_loss_fn(mdm_loss, model) if kind == "mdm" else loss_function(kind, model)
     # The trainer gets the compiled wrapper itself (and compile=False), so the graphs compiled during the
     # warm-up are the ones it trains with; evaluation uses the eager model, which shares the parameters.
     forward = torch.compile(model) if compile else model
-    compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10)
+    compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10, loss_fn=loss_fn)
     resuming = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists()
     if resuming:  # the first run sized the schedule; the rest of it must follow the same one
         _, _, config = read_checkpoint(checkpoint_dir)
@@ -178,6 +191,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     # The trainer's clock counts training only (not evaluations, not checkpoints), and a checkpoint at every
     # evaluation lets a run cut short by a time limit continue exactly where it stopped.
     _, result = train_kind(recipe, kind, stream, vocab_size, device, progress=False, compile=False, model=forward,
+                           loss_fn=loss_fn,
                            max_seconds=seconds, eval_fn=eval_fn, eval_every=eval_every, checkpoint_dir=checkpoint_dir,
                            **({"log_every": eval_every, "checkpoint_every": eval_every if checkpoint_dir else 0}
                               | trainer_settings))
@@ -191,6 +205,7 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
         f"{tokens_per_s:,.0f} tok/s): {final['val']:.4f} ± {final['se']:.4f}; lowest on the way "
         f"{best['val']:.4f} ± {best['se']:.4f} at {best['seconds']:.1f} s")
     report = {"recipe": asdict(recipe), "optimizer": trainer_settings,
+              **({"loss": mdm_loss} if kind == "mdm" else {}),
               "params_non_embedding": non_embedding_params(model), "compile_seconds": compile_seconds,
               "step_seconds_measured": step_seconds, "steps_done": result.step,
               "tokens_per_s": tokens_per_s, "curve": curve, "best": best, "final": final}
@@ -240,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--mdm-eval-every", type=int, default=None, metavar="N",
                         help="MDM only: steps between looks (and checkpoints) on the way (default 500, 20 with --quick); "
                              "fewer looks leave more of a time-limited call to training")
+    parser.add_argument("--mdm-loss", choices=MDM_LOSSES, default="llada",
+                        help="MDM only: the training loss, LLaDA's (default) or RADD's k-DCE (exactly k of L masked)")
     parser.add_argument("--mdm-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change fields of the MDM recipe for a moonshot trial, e.g. n_layers=8 d_model=512 n_heads=8")
     parser.add_argument("--arm-set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -287,7 +304,8 @@ def main(argv=None):
                                  {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}
                                  | {"weight_decay": args.mdm_weight_decay}
                                  | ({"ema_decay": args.ema} if args.ema else {}), stream,
-                                 tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"), args.mdm_steps)
+                                 tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"), args.mdm_steps,
+                                 args.mdm_loss)
     tag = "quick" if args.quick else name.split()[-1].lower()
     out = Path(args.out or f"bench/results/nanogpt_anchor_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

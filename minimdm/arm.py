@@ -160,11 +160,12 @@ def validation_loss(kind: str, model, stream: TokenStream, num_windows: int, dra
 
 def train_kind(recipe: TextRecipe, kind: str, stream: TokenStream, vocab_size: int, device="cpu", *,
                progress: bool = True, compile: bool = False, max_seconds: float | None = None, eval_fn=None,
-               eval_every: int = 0, checkpoint_dir=None, model=None, **train_overrides):
+               eval_every: int = 0, checkpoint_dir=None, model=None, loss_fn=None, **train_overrides):
     """Train the recipe's network as ``kind`` on ``stream`` with the shared trainer. Returns (model, TrainResult).
 
     ``model``: an already built (or ``torch.compile``-wrapped) network of this recipe and kind; by default a
-    fresh one. ``train_overrides`` go to ``TrainConfig`` (e.g. betas=(0.9, 0.99) for nanoGPT's optimiser).
+    fresh one. ``loss_fn``: the trainer's loss (default ``loss_function(kind, model)``; e.g. RADD's k-DCE for an
+    MDM). ``train_overrides`` go to ``TrainConfig`` (e.g. betas=(0.9, 0.99) for nanoGPT's optimiser).
     """
     if model is None:
         model = build_model(recipe, vocab_size, causal=check_kind(kind) == "arm")
@@ -172,8 +173,8 @@ def train_kind(recipe: TextRecipe, kind: str, stream: TokenStream, vocab_size: i
                                    seed=recipe.seed, device=str(device), progress=progress, compile=compile,
                                    log_every=max(1, recipe.steps // 20), max_seconds=max_seconds,
                                    eval_every=eval_every, checkpoint_dir=checkpoint_dir), **train_overrides})
-    result: TrainResult = train(model, loss_function(kind, model), lambda step: stream.batch(recipe.batch_size),
-                                config, eval_fn=eval_fn)
+    loss_fn = loss_fn or loss_function(kind, model)
+    result: TrainResult = train(model, loss_fn, lambda step: stream.batch(recipe.batch_size), config, eval_fn=eval_fn)
     return model.eval(), result
 
 

@@ -63,11 +63,16 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
 
 
 def test_a_given_schedule_length_and_look_interval_are_followed(tmp_path):
-    run_anchor("--skip", "arm", "--mdm-steps", "25", "--mdm-eval-every", "10", "--mdm-seconds", "600",
-               "--out", str(tmp_path / "run.json"))
+    common = ("--skip", "arm", "--mdm-steps", "25", "--mdm-eval-every", "10", "--mdm-seconds", "600")
+    run_anchor(*common, "--out", str(tmp_path / "run.json"))
     report = json.loads((tmp_path / "run.json").read_text())["mdm"]
     assert report["recipe"]["steps"] == report["steps_done"] == 25
     assert [point["step"] for point in report["curve"]] == [10, 20, 25]
+    # RADD's k-DCE trains other weights from the same seeds, scored on the same windows and masks
+    run_anchor(*common, "--mdm-loss", "k_dce", "--out", str(tmp_path / "k_dce.json"))
+    k_dce = json.loads((tmp_path / "k_dce.json").read_text())["mdm"]
+    assert (report["loss"], k_dce["loss"]) == ("llada", "k_dce")
+    assert all(a["val"] != b["val"] for a, b in zip(report["curve"], k_dce["curve"]))
 
 
 def test_the_mdm_look_is_validation_nelbo_with_each_window_kept():
