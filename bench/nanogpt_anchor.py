@@ -97,6 +97,18 @@ def mdm_loss_fn(name: str, model):
     return loss_function("mdm", model) if name == "llada" else KDCE(model.mask_id).training_loss
 
 
+def check_same_loss(folder: Path, loss: str, resuming: bool) -> None:
+    """A resumed MDM run must train on the loss it started with; the name is kept beside its checkpoint (a
+    checkpoint without the record predates ``--mdm-loss`` and was trained on LLaDA's loss)."""
+    record = folder / "mdm_loss.txt"
+    before = record.read_text().strip() if record.exists() else ("llada" if resuming else None)
+    if before is not None and before != loss:
+        raise SystemExit(f"--mdm-loss {loss}: the checkpoint in {folder} was trained with --mdm-loss {before}; "
+                         "give that loss again or start in another --checkpoint-dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(record, lambda path: path.write_text(loss + "\n"))
+
+
 def warm_up(recipe: TextRecipe, kind: str, forward, stream, device, steps: int, loss_fn) -> tuple[float, float]:
     """Run forward+backward on the real shapes without changing the weights: the first passes compile
     ``forward`` (if it is a ``torch.compile`` wrapper), the next ``steps`` are timed.
@@ -157,6 +169,8 @@ def run_kind(kind, recipe, seconds, device, compile, eval_every, draws, trainer_
     forward = torch.compile(model) if compile else model
     compile_seconds, step_seconds = warm_up(recipe, kind, forward, stream, device, steps=10, loss_fn=loss_fn)
     resuming = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists()
+    if kind == "mdm" and checkpoint_dir is not None:
+        check_same_loss(Path(checkpoint_dir), mdm_loss, resuming)
     if resuming:  # the first run sized the schedule; the rest of it must follow the same one
         _, _, config = read_checkpoint(checkpoint_dir)
         recipe = replace(recipe, steps=config["train"]["steps"])

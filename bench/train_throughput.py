@@ -139,6 +139,7 @@ def main():
                                         steps, device, compile_model, **options)
                 flops, params = training_flops_per_token(model, seq_len), non_embedding_params(model)
                 del model
+                torch._dynamo.reset()  # each variant compiles afresh: no recompile limit, no CUDA-graph pool left over
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak else "   n/a"

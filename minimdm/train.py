@@ -42,6 +42,7 @@ from minimdm.flops import peak_flops, training_flops_per_token
 from minimdm.presets import default_device
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes in which torch.compile replays CUDA graphs
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -88,6 +89,10 @@ class TrainConfig:
             raise ValueError(f"compile_mode={self.compile_mode!r}: allowed values are {COMPILE_MODES}")
         if self.compile_mode != "default" and not self.compile:
             raise ValueError(f"compile_mode={self.compile_mode!r} needs compile=True")
+        if self.compile_mode in CUDA_GRAPH_MODES and self.grad_accum > 1:
+            # a micro-batch's gradients would live in the graphs' memory, which the next micro-batch reuses
+            raise ValueError(f"compile_mode={self.compile_mode!r} (CUDA graphs) needs grad_accum=1, got "
+                             f"{self.grad_accum}: use a larger batch or 'max-autotune-no-cudagraphs'")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns weight averaging off)")
 
@@ -312,7 +317,7 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
     if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / CHECKPOINT_FILE).exists():
         start_step, result = load_checkpoint(cfg.checkpoint_dir, model, optimizer, average)
     parallel_model = distributed.wrap(model, world)  # DDP copies rank 0's weights to every process
-    graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune") and device.type == "cuda"
+    graphs = cfg.compile and cfg.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
     if graphs and world.size > 1:
         raise ValueError(f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is not supported under DDP here: "
                          "use 'default' or 'max-autotune-no-cudagraphs'")
@@ -352,7 +357,7 @@ def train(model: torch.nn.Module, loss_fn, batch_fn, cfg: TrainConfig, eval_fn=N
                     flops_per_token = training_flops_per_token(model, first.shape[-1])
                 # DDP averages gradients over processes in the last micro-step's backward only
                 syncing = local == cfg.grad_accum - 1 or world.size == 1
-                if graphs:  # a new iteration: the graphs may now overwrite the previous step's outputs
+                if graphs:  # a new step (grad_accum is 1): the graphs may now overwrite the last step's outputs
                     torch.compiler.cudagraph_mark_step_begin()
                 with nullcontext() if syncing else parallel_model.no_sync():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

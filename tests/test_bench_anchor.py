@@ -10,15 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(script, *args):
+def run_bench(script, *args, succeed=True):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.returncode == 0) is succeed, done.stderr[-2000:]
+    return done
 
 
-def run_anchor(*args):
-    run_bench("nanogpt_anchor.py", *args)
+def run_anchor(*args, succeed=True):
+    return run_bench("nanogpt_anchor.py", *args, succeed=succeed)
 
 
 def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resume(tmp_path):
@@ -48,6 +49,9 @@ def test_kept_best_looks_are_saved_with_the_checkpoint_and_reported_after_a_resu
     assert again["steps_done"] == first["steps_done"] and again["curve"] == first["curve"]
     for label in ("trained", "averaged"):
         assert again[f"kept_best_{label}"] == first[f"kept_best_{label}"]
+    # the folder remembers the loss it was trained with, and a resume with another one is refused
+    refused = run_anchor(*common, "--mdm-loss", "k_dce", "--out", str(tmp_path / "other.json"), succeed=False)
+    assert "was trained with --mdm-loss llada" in refused.stderr and not (tmp_path / "other.json").exists()
 
     # rescore_nelbo.py: its look at mask seed 1 is the anchor's final look at those weights (32 draws there, 4 times
     # the curve's; 8 under --quick), and its mean and errors are those of the seeds' looks

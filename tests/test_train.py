@@ -218,3 +218,5 @@ def test_compiling_with_cuda_graphs_trains_as_eager_does(device):
         config(compile=True, compile_mode="fast")
     with pytest.raises(ValueError, match="compile_mode='reduce-overhead' needs compile=True"):
         config(compile_mode="reduce-overhead")
+    with pytest.raises(ValueError, match=r"\(CUDA graphs\) needs grad_accum=1, got 2"):
+        config(compile=True, compile_mode="max-autotune", grad_accum=2)

@@ -38,7 +38,8 @@ def mask_tokens_l(x0, num_masked, mask_id: int, maskable=None, generator=None):
     """l-variant: mask exactly num_masked (B,) maskable positions per row, uniformly without replacement."""
     maskable = _maskable_or_all(x0, maskable)
     num_masked = torch.as_tensor(num_masked, device=x0.device).reshape(-1)
-    if bool(((num_masked < 0) | (num_masked > maskable.sum(1))).any()):
+    # not on CUDA, as in mask_tokens_t: the check would make the training loop wait for the GPU at every step
+    if num_masked.device.type != "cuda" and bool(((num_masked < 0) | (num_masked > maskable.sum(1))).any()):
         if bool((num_masked < 0).any()):
             raise ValueError(f"num_masked={num_masked.min().item()} is negative: counts of masked tokens must be >= 0")
         raise ValueError("num_masked exceeds the number of maskable positions in some row")

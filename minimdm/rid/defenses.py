@@ -28,7 +28,7 @@ from minimdm.train import TrainConfig, train
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device):
     """Seed the global RNG for a defense's own draws, then give the caller's RNG state back."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
         torch.manual_seed(seed)
         yield
 

@@ -126,8 +126,10 @@ class VisionLanguageModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         embeds = self.embed(ids, images)
-        needs_mask = self.attention == "dialogue_causal" or bool((ids == self.pad_id).any())
-        # without padding, full and causal attention need no mask: SDPA then picks its fused kernels
+        # without padding, full and causal attention need no mask: SDPA then picks its fused kernels (under
+        # torch.compile the mask is always built, as looking for padding would break the graph)
+        needs_mask = self.attention == "dialogue_causal" or torch.compiler.is_compiling() or \
+            bool((ids == self.pad_id).any())
         mask = attention_mask(ids, self.attention, self.user_id, self.pad_id) if needs_mask else None
         return self.lm(None, attn_mask=mask, input_embeds=embeds)
 
