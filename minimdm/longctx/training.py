@@ -8,8 +8,8 @@ The loss has two terms, each one of LLaDA's (arXiv 2502.09992):
   is the prompt and stays clean, only the answer's key tokens are masked and scored.
 
 The second term is the miniature's concession. A model this small, trained from scratch, does not discover
-retrieval from the first term alone: the key is one token in a hundred, and the filler's bigram structure is all the
-loss rewards (notebook 08 runs that ablation). ``answer_loss=False`` leaves it out.
+retrieval from the first term alone: the key is one token of a whole document, and the filler's bigram structure is
+all the loss rewards (notebook 08 runs that ablation). ``answer_loss=False`` leaves it out.
 
 Post-training only changes what goes in: RoPE's angles (``apply_rope_scaling``), longer sequences packed from
 several documents, and for the ``"doc_mask"`` strategy a block-diagonal attention mask (UltraLLaDA, arXiv
