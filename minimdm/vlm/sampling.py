@@ -4,8 +4,9 @@ LLaDA-V (arXiv 2505.16933, its inference procedure) generates a response by appe
 spliced image features) and running LLaDA's low-confidence remasking sampler; the answer is cut at the end-of-turn
 token. A multi-turn dialogue is answered one turn at a time: the model's own answer stays in the canvas, the next
 question is appended, and a fresh slot of masks follows. Image positions are part of the prompt, so the sampler
-never masks them. As in LLaDA-V's sampler, an answer may hold text, the end-of-turn token and end-of-sequence
-padding only: every other special token (image placeholder, role headers, BOS, padding) gets logit -inf.
+never masks them. An answer may hold text, the end-of-turn token and end-of-sequence padding only: every other
+special token (image placeholder, role headers, BOS, padding) gets logit -inf. LLaDA-V's sampler bans BOS, EOS
+and its role headers likewise; ours must allow ``<eos>``, which pads every answer slot.
 
 Prompts of one batch must have the same length (the sampler appends the same canvas to every row); with fixed-size
 answer slots, the length of a prompt depends only on which questions were asked, so rows are grouped by length.
