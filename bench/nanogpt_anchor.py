@@ -29,9 +29,10 @@ all validation windows of 256 characters, both kinds on the *same* windows:
   ends when the time budget does. Reported: the NELBO (l-estimator, an upper bound on the NLL) with its
   standard error. Target: <= 1.55 within 5 minutes. ``--mdm-loss k_dce`` trains it on RADD's k-DCE instead
   (arXiv 2406.03736: k ~ U{1..L} positions masked exactly, weight L/k), the same bound with a token-level masking
-  rate in place of LLaDA's per-sequence t; the validation number is the same l-estimator either way. The MDM's report also scores its final weights decoded left to
-  right, one character per call: an exact NLL, comparable with the ARM's (``final_left_to_right``; notebook 02), and
-  the weights of its lowest look, again on the final look's masks (``kept_best_trained`` / ``kept_best_averaged``).
+  rate in place of LLaDA's per-sequence t; the validation number is the same l-estimator either way. The MDM's
+  report also scores its final weights decoded left to right, one character per call: an exact NLL, comparable
+  with the ARM's (``final_left_to_right``; notebook 02), and the weights of its lowest look, again on the final
+  look's masks (``kept_best_trained`` / ``kept_best_averaged``).
   The final looks, the kept best looks and the left-to-right MDM list each window's value (``per_window``), so two
   runs can be compared window by window, with a paired error (two MDM looks with the same seed share their masks).
 

@@ -10,9 +10,9 @@ already on the device, both compiled with ``torch.compile`` on CUDA (neither on 
 fused AdamW. The plain loop is the shortest loop that does the same work; that ratio is the trainer's overhead
 (per-step reseeding, LR schedule, logging, clipping). The third column is what a user would write instead: a
 nanoGPT-style GPT-2 network and loop of the same size in plain PyTorch (``bench/gpt2_reference.py``), and the
-last ratio compares the whole course stack (backbone and trainer) with it. The last two columns time the trainer
-once more with ``TransformerConfig(autocast_residual=True)``, the residual stream in bf16 (on CUDA; the CPU runs
-without autocast, so there it is the same model), and the last two with both that and another ``torch.compile``
+ratio after it compares the whole course stack (backbone and trainer) with it. Two more columns time the trainer
+with ``TransformerConfig(autocast_residual=True)``, the residual stream in bf16 (on CUDA; the CPU runs without
+autocast, so there it is the same model), and the last two with both that and another ``torch.compile``
 mode (``--compile-mode``; default "reduce-overhead", which replays the step's kernels as CUDA graphs, against the
 launch-bound small batch; "max-autotune-no-cudagraphs" tunes the matmuls instead). On the CPU nothing is compiled,
 so there the last column is the trainer again.
