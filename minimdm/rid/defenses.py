@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -22,15 +21,8 @@ from torch import Tensor, nn
 from minimdm.bfn.nets import DigitsConvNet
 from minimdm.rid.data import SIDE, TrainingDigits, check_epsilon, check_images
 from minimdm.rid.ddpm import NEW_TOKEN, NULL_SLOT, DiffusionModel
+from minimdm.rng import seeded
 from minimdm.train import TrainConfig, train
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device):
-    """Seed the global RNG for a defense's own draws, then give the caller's RNG state back."""
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
-        torch.manual_seed(seed)
-        yield
 
 
 def apply_perturbation(images: Tensor, delta: Tensor) -> Tensor:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from minimdm.rng import seeded
+
 
 def seeded_dirichlet(shape: tuple[int, ...], concentration: float, seed: int) -> torch.Tensor:
     """Rows of Dirichlet(concentration) over the last axis of ``shape``, float64, from ``seed`` alone."""
     if concentration <= 0:
         raise ValueError(f"concentration={concentration} must be > 0")
-    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-        torch.manual_seed(seed)
+    with seeded(seed):  # the caller's global RNG is left untouched
         gamma = torch.distributions.Gamma(torch.full(shape, float(concentration), dtype=torch.float64), 1.0).sample()
     gamma = gamma.clamp_min(1e-300)  # tiny concentrations can underflow to exactly 0
     return gamma / gamma.sum(-1, keepdim=True)
