@@ -108,6 +108,7 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement (half are timed)")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="default: both GPU shapes")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["mdm"], help="which losses to time")
+    parser.add_argument("--batches", nargs="+", type=int, help="default: the shape's batch sizes")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="reduce-overhead",
                         help="torch.compile mode of the last column (bf16 residual stream too)")
     args = parser.parse_args()
@@ -123,7 +124,7 @@ def main():
           f"{'+ ' + args.compile_mode[:9]:>11s} {'vs GPT-2':>8s}  "
           "(tokens/s; GPT-2-style params)")
     for shape in shapes:
-        for batch, kind in [(batch, kind) for batch in SHAPES[shape][5] for kind in args.kinds]:
+        for batch, kind in [(batch, kind) for batch in (args.batches or SHAPES[shape][5]) for kind in args.kinds]:
             n_layers, d_model, n_heads, seq_len, vocab, _ = SHAPES[shape]
             results = {}
             gpt2, gpt2_loss, gpt2_params = gpt2_reference.build(kind, vocab, n_layers, d_model, n_heads, seq_len, device)
