@@ -188,24 +188,28 @@ class Optimum:
     budget: float
     params: float  # N*(C)
     loss: float  # L*(C)
-    from_vertex: bool  # False: the parabola had no interior minimum, so the best measured point is used
+    from_vertex: bool  # False: the sizes do not bracket the optimum, so the best measured point is used
 
 
 def fit_parabola(params, losses) -> tuple[float, float, bool]:
     """Vertex of loss = A u^2 + B u + C0 with u = log10 N. Returns (N*, L*, from_vertex).
 
-    A vertex outside the measured range of N (or a parabola opening downwards) is an extrapolation nobody should
-    trust; then the best measured point stands in for the optimum and from_vertex is False.
+    The vertex is trusted only where the sizes bracket the optimum: the lowest measured loss has a larger one on
+    each side. Otherwise (lowest loss at the smallest or largest size, a parabola opening downwards, or a vertex
+    outside the measured range) the optimum may lie beyond the grid, and any vertex is the parabola's guess; then
+    the best measured point stands in for the optimum and from_vertex is False.
     """
     u, losses = np.log10(np.asarray(params, dtype=float)), np.asarray(losses, dtype=float)
     if u.size < 3:
         raise ValueError(f"a parabola needs at least 3 model sizes per budget, got {u.size}")
-    curvature, slope, intercept = np.polyfit(u, losses, 2)
-    if curvature > 0:
-        u_star = -slope / (2 * curvature)  # d loss / du = 0
-        if u.min() <= u_star <= u.max():
-            return 10**u_star, float(np.polyval([curvature, slope, intercept], u_star)), True
+    order = np.argsort(u)
+    u, losses = u[order], losses[order]
     best = int(losses.argmin())
+    curvature, slope, intercept = np.polyfit(u, losses, 2)
+    if 0 < best < u.size - 1 and curvature > 0:
+        u_star = -slope / (2 * curvature)  # d loss / du = 0
+        if u[0] <= u_star <= u[-1]:
+            return 10**u_star, float(np.polyval([curvature, slope, intercept], u_star)), True
     return 10 ** u[best], float(losses[best]), False
 
 

@@ -50,6 +50,17 @@ def test_parabola_without_an_interior_minimum_falls_back_to_the_best_point():
     assert (n_star, l_star, from_vertex) == (pytest.approx(1e4), 3.0, False)
 
 
+def test_a_vertex_is_not_trusted_when_the_lowest_loss_is_at_the_edge_of_the_sizes():
+    # A parabola through these has its vertex between the two smallest sizes, but nothing measured shows the loss
+    # rising below the smallest one: the grid does not bracket the optimum.
+    params, losses = [1e4, 3e4, 1e5], [3.0, 3.01, 3.3]
+    curvature, slope, _ = np.polyfit(np.log10(params), losses, 2)
+    assert curvature > 0 and 4 < -slope / (2 * curvature) < np.log10(3e4)  # the vertex the old rule accepted
+    assert fit_parabola(params, losses) == (pytest.approx(1e4), 3.0, False)
+    assert fit_parabola(params[::-1], losses[::-1]) == (pytest.approx(1e4), 3.0, False)  # order of the points
+    assert fit_parabola(params, [3.1, 3.0, 3.3])[2]  # bracketed: the vertex stands
+
+
 def test_power_law_fit_is_exact_on_a_power_law():
     x = np.array([1.0, 10.0, 100.0])
     assert fit_power_law(x, 3.0 * x**0.5) == (pytest.approx(3.0), pytest.approx(0.5))
