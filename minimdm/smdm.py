@@ -21,6 +21,7 @@ import time
 import torch
 
 from minimdm.arm import check_kind, sample_arm, validation_loss
+from minimdm.data.facts import LOOKUP_LINE_END
 from minimdm.mdm.denoiser import device_of
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
@@ -138,9 +139,16 @@ def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 
 
 # --- guidance --------------------------------------------------------------------------------------------------
 
-def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size: int = 16) -> list[dict]:
-    """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w."""
-    encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c) for c in item.choices], item.answer_index)
+def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size: int = 16,
+                   whole_lines: bool = True) -> list[dict]:
+    """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w.
+
+    With ``whole_lines`` each choice is scored with the line's closing "." (``key=answer.``), so the model reads lines
+    of the length it was trained on; the "." follows every answer, so it changes no answer's exact probability.
+    ``whole_lines=False`` cuts the line after the answer, a length the model never saw (for comparison).
+    """
+    end = LOOKUP_LINE_END if whole_lines else ""
+    encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c + end) for c in item.choices], item.answer_index)
                for item in items]
     rows = []
     for w in scales:

@@ -237,6 +237,27 @@ def test_oracle_guidance_matches_brute_force_enumeration():
         assert row["accuracy"] == pytest.approx(correct / len(items), abs=1e-12)
 
 
+def test_guidance_sweep_scores_whole_lines_of_the_training_length(monkeypatch):
+    import minimdm.smdm as smdm
+
+    lookup = make_skewed_lookup(num_answers=4, seed=0)
+    tokenizer = TaskTokenizer()
+    line_length = len(tokenizer.encode(lookup.training_lines(1)[0]))
+    seen = []
+
+    def record(model, encoded, mask_id, **kwargs):  # stands in for the ELBO scoring: keeps what it was given
+        seen.extend(encoded)
+        return type("Accuracy", (), {"mean": 0.0, "stderr": 0.0})(), None
+
+    monkeypatch.setattr(smdm, "multiple_choice_accuracy", record)
+    model = type("Model", (), {"mask_id": 0})()
+    smdm.guidance_sweep(model, lookup.items(3, num_choices=2, seed=0), tokenizer, scales=[0])
+    assert seen and all(len(prompt) + len(choice) == line_length for prompt, choices, _ in seen for choice in choices)
+    seen.clear()
+    smdm.guidance_sweep(model, lookup.items(3, num_choices=2, seed=0), tokenizer, scales=[0], whole_lines=False)
+    assert all(len(prompt) + len(choice) == line_length - 1 for prompt, choices, _ in seen for choice in choices)
+
+
 def test_oracle_guidance_prior_wins_unguided_and_guidance_recovers_the_rule():
     from minimdm.smdm import oracle_guidance_sweep
 

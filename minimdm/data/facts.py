@@ -84,6 +84,9 @@ def make_facts(num_facts: int, num_both_ways: int, words: int = 2, seed: int = 0
 
 # --- a noisy lookup with a priori frequent answers (for guidance) ---------------------------------------------
 
+LOOKUP_LINE_END = "."  # closes every line "key=answer."
+
+
 @dataclass
 class LookupItem:
     key: str
@@ -122,7 +125,7 @@ class SkewedLookup:
             key = "".join(rng.choice(KEY_LETTERS) for _ in range(3))
             noisy = rng.random() < self.noise
             answer = rng.choices(self.answers, self.weights)[0] if noisy else self.answer_for(key)
-            lines.append(f"{key}={answer}.")
+            lines.append(f"{key}={answer}{LOOKUP_LINE_END}")
         return lines
 
     def answer_probabilities(self, key: str | None = None) -> dict[str, float]:

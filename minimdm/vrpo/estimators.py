@@ -24,7 +24,10 @@ from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts,
 from minimdm.mdm.loss import masked_cross_entropy
 
 ESTIMATORS = ("t", "l")
-T_FLOOR = torch.finfo(torch.float32).tiny  # the t-form's floor on t: t = 0 would mask nothing with weight 1/0
+# The t-form's floor on t (t = 0 would mask nothing with weight 1/0; without a floor Var B_hat is infinite).
+# torch.rand gives float32 t on a grid of step 2^-24 ~ 6e-8; a floor far above that step makes the sampled t the
+# continuous U(0,1) clamped at T_FLOOR (to about 2^-24 / T_FLOOR ~ 6e-4, relative) that single_draw_variance integrates.
+T_FLOOR = 1e-4
 
 
 # --- how an ELBO is estimated ----------------------------------------------------------------------------
@@ -140,7 +143,7 @@ def draw_masks(tokens: torch.Tensor, answer_mask: torch.Tensor, mask_id: int, sa
     maskable = answer_mask.repeat_interleave(sampling.budget, 0)
     if sampling.estimator == "t":
         t = _per_row_timesteps(rows, n_t, sampling.stratified, tokens.device, generator)
-        t = t.clamp_min(T_FLOOR)  # t = 0 masks nothing and has weight 0 * inf
+        t = t.clamp_min(T_FLOOR)  # t below the floor is read as the floor
         per_copy = t.repeat_interleave(n_yt, 1).flatten()  # (B n,) each timestep serves n_yt masks
         inputs, is_masked = mask_tokens_t(copies, per_copy, mask_id, maskable, generator)
         weight = 1.0 / per_copy.double()  # w = 1/t
