@@ -112,6 +112,8 @@ def main():
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="reduce-overhead",
                         help="torch.compile mode of the last column (bf16 residual stream too)")
     args = parser.parse_args()
+    if args.batches and min(args.batches) < 1:
+        parser.error(f"--batches {' '.join(map(str, args.batches))}: batch sizes must be positive integers")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     shapes = args.shapes or (["tiny_cpu"] if args.quick or device.type == "cpu" else ["shakespeare_char", "gpt2_small"])
     steps = args.steps or (20 if device.type == "cpu" else 200)
