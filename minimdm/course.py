@@ -23,9 +23,15 @@ def colab_badge(notebook: str) -> str:
 
 
 def install_cell_source() -> str:
-    """The install cell every notebook runs first: installs the package from GitHub only where it is missing."""
-    return ("# On Colab (or anywhere minimdm is not installed yet), install it from the repository first.\n"
-            "import importlib.util, subprocess, sys\n"
+    """The install cell every notebook runs first. Where minimdm is missing (Colab), it clones the course and installs
+    the clone in editable mode: the package then finds ``data/`` (the shipped models) next to its code, which a pip
+    install from GitHub would leave out. The path is added by hand because the kernel started before the install."""
+    return ("# On Colab (or anywhere minimdm is not installed yet), clone the course and install it first; the clone\n"
+            "# brings data/ (the shipped models) along, which a pip install from GitHub would leave out.\n"
+            "import importlib.util, os, subprocess, sys\n"
             "if importlib.util.find_spec(\"minimdm\") is None:\n"
-            "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", "
-            f"\"git+https://github.com/{COURSE_REPOSITORY}\"], check=True)")
+            "    if not os.path.isdir(\"minimdm-course\"):\n"
+            f"        subprocess.run([\"git\", \"clone\", \"-q\", \"--depth\", \"1\", \"https://github.com/{COURSE_REPOSITORY}\", "
+            "\"minimdm-course\"], check=True)\n"
+            "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"-e\", \"minimdm-course\"], check=True)\n"
+            "    sys.path.insert(0, os.path.abspath(\"minimdm-course\"))  # this kernel started before the install")

@@ -18,7 +18,7 @@ def test_there_are_notebooks_to_check():
 def test_the_addresses_come_from_the_repository_constant():
     expected = f"https://colab.research.google.com/github/{COURSE_REPOSITORY}/blob/main/notebooks/05_x.ipynb"
     assert colab_url("05_x.ipynb") == expected
-    assert f"git+https://github.com/{COURSE_REPOSITORY}\"" in install_cell_source()
+    assert f"\"https://github.com/{COURSE_REPOSITORY}\"" in install_cell_source()
     assert colab_url("05_x.ipynb") in colab_badge("05_x.ipynb")
 
 
