@@ -143,17 +143,18 @@ def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size
                    whole_lines: bool = True) -> list[dict]:
     """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w.
 
-    With ``whole_lines`` each choice is scored with the line's closing "." (``key=answer.``), so the model reads lines
-    of the length it was trained on; the "." follows every answer, so it changes no answer's exact probability.
-    ``whole_lines=False`` cuts the line after the answer, a length the model never saw (for comparison).
+    With ``whole_lines`` each choice is scored inside a whole line ``key=answer.``: the closing "." is context, never
+    masked, so the model reads lines of the length it was trained on, and with the prompt masked (the unconditional
+    branch) the "." still tells it where each position lies. It follows every answer, so it changes no answer's exact
+    probability. ``whole_lines=False`` cuts the line after the answer, a length the model never saw (for comparison).
     """
-    end = LOOKUP_LINE_END if whole_lines else ""
-    encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c + end) for c in item.choices], item.answer_index)
+    suffix = tokenizer.encode(LOOKUP_LINE_END) if whole_lines else []
+    encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c) for c in item.choices], item.answer_index)
                for item in items]
     rows = []
     for w in scales:
         accuracy, _ = multiple_choice_accuracy(model, encoded, model.mask_id, cfg_scale=w, mc_num=mc_num,
-                                               batch_size=batch_size)
+                                               batch_size=batch_size, suffix=suffix)
         rows.append({"cfg_scale": w, "accuracy": accuracy.mean, "stderr": accuracy.stderr})
     return rows
 

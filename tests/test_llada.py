@@ -313,6 +313,20 @@ def test_conditional_likelihood_is_unbiased(conditional_case, estimator, stratif
     assert abs(estimate.mean + exact) < 4 * estimate.stderr, (estimate, -exact)
 
 
+def test_a_suffix_is_visible_context_and_the_bound_is_exact_in_the_mean(chain):
+    den = chain.oracle_denoiser()
+    x = chain.sample(1, 10, generator=torch.Generator().manual_seed(2))[0]
+    prompt, answer, suffix = x[:3], x[3:7], x[7:]
+    exact = exact_elbo(den, x, V, (torch.arange(10) >= 3) & (torch.arange(10) < 7))  # answer masked, suffix visible
+    estimate = answer_log_likelihood(den, prompt, answer, V, suffix=suffix, mc_num=2048, batch_size=16,
+                                     generator=torch.Generator().manual_seed(7))
+    assert abs(estimate.mean + exact) < 4 * estimate.stderr, (estimate, -exact)
+    without = exact_elbo(den, x[:7], V, torch.arange(7) >= 3)
+    assert abs(exact - without) > 8 * estimate.stderr  # the suffix informs the answer: a test that can fail
+    with pytest.raises(ValueError, match="suffix must not contain"):
+        answer_log_likelihood(den, prompt, answer, V, suffix=[V], mc_num=32, batch_size=16)
+
+
 def test_standard_error_shrinks_as_one_over_sqrt_n_and_l_beats_t(conditional_case):
     den, prompt, answer, exact = conditional_case
 

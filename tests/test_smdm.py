@@ -245,17 +245,19 @@ def test_guidance_sweep_scores_whole_lines_of_the_training_length(monkeypatch):
     line_length = len(tokenizer.encode(lookup.training_lines(1)[0]))
     seen = []
 
-    def record(model, encoded, mask_id, **kwargs):  # stands in for the ELBO scoring: keeps what it was given
-        seen.extend(encoded)
+    def record(model, encoded, mask_id, suffix, **kwargs):  # stands in for the ELBO scoring: keeps what it was given
+        seen.extend((prompt, choices, suffix) for prompt, choices, _ in encoded)
         return type("Accuracy", (), {"mean": 0.0, "stderr": 0.0})(), None
 
     monkeypatch.setattr(smdm, "multiple_choice_accuracy", record)
     model = type("Model", (), {"mask_id": 0})()
     smdm.guidance_sweep(model, lookup.items(3, num_choices=2, seed=0), tokenizer, scales=[0])
-    assert seen and all(len(prompt) + len(choice) == line_length for prompt, choices, _ in seen for choice in choices)
+    assert seen and all(len(prompt) + len(choice) + len(suffix) == line_length and suffix == tokenizer.encode(".")
+                        for prompt, choices, suffix in seen for choice in choices)
     seen.clear()
     smdm.guidance_sweep(model, lookup.items(3, num_choices=2, seed=0), tokenizer, scales=[0], whole_lines=False)
-    assert all(len(prompt) + len(choice) == line_length - 1 for prompt, choices, _ in seen for choice in choices)
+    assert all(len(prompt) + len(choice) == line_length - 1 and not suffix for prompt, choices, suffix in seen
+               for choice in choices)
 
 
 def test_oracle_guidance_prior_wins_unguided_and_guidance_recovers_the_rule():

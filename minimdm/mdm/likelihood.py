@@ -49,8 +49,11 @@ def _as_ids(ids, name: str, device) -> torch.Tensor:
 
 def answer_log_likelihood(denoiser, prompt, answer, mask_id: int, *, estimator: str = "l", mc_num: int = 128,
                           batch_size: int = 16, stratified: bool = True, cfg_scale: float = 0.0,
-                          generator: torch.Generator | None = None, device=None) -> Estimate:
+                          generator: torch.Generator | None = None, device=None, suffix=()) -> Estimate:
     """Monte Carlo lower bound on log p(answer | prompt) in nats, with its standard error.
+
+    A ``suffix`` (ids after the answer, e.g. a line's closing token) is context that is never masked, in the guided
+    branch too: the bound is then on log p(answer | prompt, suffix), and the sequence keeps its full length.
 
     ``mc_num`` masked copies are scored, ``batch_size`` per network call; the estimate averages
     mc_num / batch_size independent batch means (at least 2, so that there is a standard error). The ids go to
@@ -63,12 +66,14 @@ def answer_log_likelihood(denoiser, prompt, answer, mask_id: int, *, estimator: 
         raise ValueError(f"cfg_scale={cfg_scale} must be >= 0")
     device = device_of(denoiser) if device is None else torch.device(device)
     prompt, answer = _as_ids(prompt, "prompt", device), _as_ids(answer, "answer", device)
+    suffix = _as_ids(suffix, "suffix", device)
     if answer.numel() == 0:
         raise ValueError("answer is empty: there is nothing to score")
-    if bool((prompt == mask_id).any()) or bool((answer == mask_id).any()):
-        raise ValueError(f"prompt and answer must not contain mask_id={mask_id}")
-    sequence = torch.cat([prompt, answer])  # (P + n,)
-    maskable = torch.arange(sequence.numel(), device=sequence.device) >= prompt.numel()  # the answer only
+    if any(bool((ids == mask_id).any()) for ids in (prompt, answer, suffix)):
+        raise ValueError(f"prompt, answer and suffix must not contain mask_id={mask_id}")
+    sequence = torch.cat([prompt, answer, suffix])  # (P + n + s,)
+    position = torch.arange(sequence.numel(), device=sequence.device)
+    maskable = (position >= prompt.numel()) & (position < prompt.numel() + answer.numel())  # the answer only
     draws = elbo_draws(_guided(denoiser, prompt.numel(), mask_id, cfg_scale), sequence.expand(batch_size, -1),
                        mask_id, estimator, mc_num // batch_size, maskable, stratified, generator)  # (R, B) nats
     return Estimate.from_draws(-draws.mean(1))  # R independent batch means of -ELBO
