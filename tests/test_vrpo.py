@@ -13,7 +13,7 @@ from minimdm.toys import MarkovChain
 from minimdm.train import TrainConfig
 from minimdm.vrpo import (T_FLOOR, ELBOSampling, LogitOffsetPolicy, build_preference_data, dpo_e_loss, draw_masks,
                           elbo_from_draws, estimator_family, exact_answer_elbo, exact_dpo_e, flat_gradient,
-                          frozen_copy, preference_diagnostics, single_draw_variance, split_held_out, train_dpo_e)
+                          frozen_copy, pair_elbos, preference_diagnostics, single_draw_variance, split_held_out, train_dpo_e)
 from minimdm.vrpo import estimators as estimators_module
 
 V, PROMPT, ANSWER = 6, 3, 5  # vocabulary, prompt and answer lengths of the toy pairs
@@ -303,6 +303,13 @@ def test_preference_diagnostics_on_a_hand_made_case():
     # at pi = pi_ref every score is 0: accuracy 1/2, no drift
     same = preference_diagnostics(reference, reference, chosen, rejected, answer_mask, mask_id=3)
     assert (same["accuracy"], same["chosen_drift"], same["rejected_drift"]) == (0.5, 0.0, 0.0)
+    # the reference's ELBOs computed once and passed in give the same diagnostics
+    reused = pair_elbos(reference, chosen, rejected, answer_mask, mask_id=3)
+    assert reused.tolist() == pytest.approx([2 * math.log(1 / 3)] * 6)  # two answer tokens, each uniform over 3
+    assert preference_diagnostics(policy, reference, chosen, rejected, answer_mask, mask_id=3, beta=1.0,
+                                  reference_elbos=reused) == out
+    with pytest.raises(ValueError, match="reference_elbos"):
+        preference_diagnostics(policy, reference, chosen, rejected, answer_mask, mask_id=3, reference_elbos=reused[:3])
 
 
 def test_exact_elbos_batched_match_the_row_by_row_ones(pairs):

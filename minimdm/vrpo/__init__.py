@@ -41,7 +41,7 @@ Modules, one idea each:
 from minimdm.vrpo.estimators import (ESTIMATORS, T_FLOOR, ELBOSampling, MaskDraws, all_answer_masks, draw_masks,
                                      elbo_from_draws, estimator_family, exact_answer_elbo, single_draw_variance)
 from minimdm.vrpo.objective import (DPOEOutput, LogitOffsetPolicy, dpo_e_from_elbos, dpo_e_loss, estimator_statistics,
-                                    exact_dpo_e, flat_gradient, preference_diagnostics)
+                                    exact_dpo_e, flat_gradient, pair_elbos, preference_diagnostics)
 from minimdm.vrpo.preference import (PreferenceData, build_preference_data, exact_match_reward, mean_reward,
                                      sample_answers, split_held_out)
 from minimdm.vrpo.training import frozen_copy, gradient_norms, train_dpo_e
@@ -50,4 +50,4 @@ __all__ = ["ESTIMATORS", "ELBOSampling", "estimator_family", "MaskDraws", "draw_
            "elbo_from_draws", "exact_answer_elbo", "DPOEOutput", "dpo_e_from_elbos", "dpo_e_loss", "exact_dpo_e", "frozen_copy",
            "flat_gradient", "LogitOffsetPolicy", "estimator_statistics", "exact_match_reward", "split_held_out",
            "PreferenceData", "sample_answers", "mean_reward", "build_preference_data", "train_dpo_e",
-           "gradient_norms", "T_FLOOR", "single_draw_variance", "preference_diagnostics"]
+           "gradient_norms", "T_FLOOR", "single_draw_variance", "pair_elbos", "preference_diagnostics"]

@@ -139,8 +139,17 @@ def estimator_statistics(policy, reference, chosen: torch.Tensor, rejected: torc
 # --- diagnostics of a DPO run: preference accuracy and likelihood displacement ----------------------------------
 
 @torch.no_grad()
+def pair_elbos(model, chosen: torch.Tensor, rejected: torch.Tensor, answer_mask: torch.Tensor, mask_id: int,
+               batch_size: int = 32) -> torch.Tensor:
+    """The exact ELBOs of the chosen answers, then of the rejected ones (nats per answer), by enumerating masks."""
+    answers, maskable = _stack_pair(chosen, rejected, answer_mask)
+    return exact_answer_elbo(model, answers, maskable, mask_id, batch_size)
+
+
+@torch.no_grad()
 def preference_diagnostics(policy, reference, chosen: torch.Tensor, rejected: torch.Tensor, answer_mask: torch.Tensor,
-                           mask_id: int, beta: float = 0.1, batch_size: int = 32) -> dict:
+                           mask_id: int, beta: float = 0.1, batch_size: int = 32,
+                           reference_elbos: torch.Tensor | None = None) -> dict:
     """What a DPO run did to a set of pairs, from the *exact* ELBOs (answers of at most 16 tokens):
 
     * ``accuracy``: the implicit-reward accuracy, the fraction of pairs with s > 0, i.e. whose implicit reward
@@ -152,10 +161,14 @@ def preference_diagnostics(policy, reference, chosen: torch.Tensor, rejected: to
     * ``margin``: the mean score s = beta (chosen_drift - rejected_drift) per pair.
 
     On held-out pairs the accuracy says whether the policy learned the preference or only the training pairs.
+    ``reference_elbos`` (``pair_elbos`` of the reference on the same pairs) saves recomputing them for every run.
     """
-    answers, maskable = _stack_pair(chosen, rejected, answer_mask)
-    drift = (exact_answer_elbo(policy, answers, maskable, mask_id, batch_size)
-             - exact_answer_elbo(reference, answers, maskable, mask_id, batch_size))
+    if reference_elbos is None:
+        reference_elbos = pair_elbos(reference, chosen, rejected, answer_mask, mask_id, batch_size)
+    elif reference_elbos.shape != (2 * len(chosen),):
+        raise ValueError(f"reference_elbos has shape {tuple(reference_elbos.shape)}; pair_elbos of the same "
+                         f"{len(chosen)} pairs has shape ({2 * len(chosen)},)")
+    drift = pair_elbos(policy, chosen, rejected, answer_mask, mask_id, batch_size) - reference_elbos
     chosen_drift, rejected_drift = drift.chunk(2)
     scores = beta * (chosen_drift - rejected_drift)
     accuracy = (scores > 0).double() + 0.5 * (scores == 0).double()
