@@ -264,6 +264,9 @@ def main(argv=None):
                         help="MDM only: also average the weights (e.g. 0.999) and evaluate both")
     parser.add_argument("--mdm-weight-decay", type=float, default=NANOGPT_OPTIMIZER["weight_decay"], metavar="WD",
                         help="MDM only: AdamW's weight decay on the matrices (default 0.1, nanoGPT's)")
+    parser.add_argument("--mdm-min-lr-ratio", type=float, default=NANOGPT_OPTIMIZER["min_lr_ratio"], metavar="R",
+                        help="MDM only: where the cosine ends, as a fraction of the peak rate (default 0.1, nanoGPT's; "
+                             "0 anneals to zero)")
     parser.add_argument("--mdm-steps", type=int, default=None, metavar="N",
                         help="MDM only: the cosine's length in steps (default: sized from a timed warm-up to end inside "
                              "--mdm-seconds, which leaves ~10%% of the budget unused); --mdm-seconds still stops it")
@@ -279,6 +282,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.mdm_steps is not None and args.mdm_steps < 1:
         parser.error(f"--mdm-steps {args.mdm_steps}: the schedule needs at least 1 step")
+    if not 0 <= args.mdm_min_lr_ratio <= 1:
+        parser.error(f"--mdm-min-lr-ratio {args.mdm_min_lr_ratio}: give a fraction of the peak rate in [0, 1]")
     if args.mdm_eval_every is not None and args.mdm_eval_every < 1:
         parser.error(f"--mdm-eval-every {args.mdm_eval_every}: give a positive number of steps")
 
@@ -317,7 +322,7 @@ def main(argv=None):
     if args.skip != "mdm":
         report["mdm"] = run_kind("mdm", mdm_recipe, mdm_seconds, device, compile, mdm_every, draws,
                                  {k: v for k, v in NANOGPT_OPTIMIZER.items() if k != "betas"}
-                                 | {"weight_decay": args.mdm_weight_decay}
+                                 | {"weight_decay": args.mdm_weight_decay, "min_lr_ratio": args.mdm_min_lr_ratio}
                                  | ({"ema_decay": args.ema} if args.ema else {}), stream,
                                  tokenizer.vocab_size, log, max_windows, checkpoint_for("mdm"), args.mdm_steps,
                                  args.mdm_loss)

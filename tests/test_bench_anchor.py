@@ -77,6 +77,15 @@ def test_a_given_schedule_length_and_look_interval_are_followed(tmp_path):
     k_dce = json.loads((tmp_path / "k_dce.json").read_text())["mdm"]
     assert (report["loss"], k_dce["loss"]) == ("llada", "k_dce")
     assert all(a["val"] != b["val"] for a, b in zip(report["curve"], k_dce["curve"]))
+    # a cosine that ends at zero instead of nanoGPT's tenth of the peak (a short warm-up, so the cosine is reached):
+    # other weights at the end
+    short = ("--mdm-set", "warmup_steps=5")
+    looks = {}
+    for ratio in ("0.1", "0"):
+        run_anchor(*common, *short, "--mdm-min-lr-ratio", ratio, "--out", str(tmp_path / f"{ratio}.json"))
+        looks[ratio] = json.loads((tmp_path / f"{ratio}.json").read_text())["mdm"]
+        assert looks[ratio]["optimizer"]["min_lr_ratio"] == float(ratio)
+    assert looks["0"]["curve"][-1]["val"] != looks["0.1"]["curve"][-1]["val"]
 
 
 def test_the_mdm_look_is_validation_nelbo_with_each_window_kept():
