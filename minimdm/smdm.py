@@ -21,11 +21,12 @@ import time
 import torch
 
 from minimdm.arm import check_kind, sample_arm, validation_loss
-from minimdm.data.facts import LOOKUP_LINE_END
-from minimdm.mdm.denoiser import device_of
+from minimdm.data.facts import KEY_LETTERS, LOOKUP_LINE_END
+from minimdm.mdm.denoiser import check_mask_id, device_of
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
 from minimdm.radd.sampling import tau_leaping_sample
+from minimdm.toys.enumerable import posterior_marginals
 
 # --- data sources the shared trainer understands ---------------------------------------------------------------
 
@@ -71,8 +72,8 @@ class MarkovSource:
 
 @torch.no_grad()
 def greedy_infill(denoiser, canvas: torch.Tensor, mask_id: int, cfg_scale: float = 0.0) -> torch.Tensor:
-    """SMDM's ``greddy`` decoding with one token per step (its greedy check of a continuation): fill every
-    mask of ``canvas`` (B, L).
+    """Greedy decoding by confidence (SMDM's ``greddy`` rule) with one token per step: fill every mask of
+    ``canvas`` (B, L). SMDM's reverse-curse script runs the same rule on a 32-step schedule, several tokens a step.
 
     At each step predict all masked positions, commit the single most confident one (max probability) to its
     argmax. Masks may sit anywhere (before, between or after the visible tokens), which LLaDA's ``generate``
@@ -140,20 +141,22 @@ def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 
 # --- guidance --------------------------------------------------------------------------------------------------
 
 def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size: int = 16,
-                   whole_lines: bool = True) -> list[dict]:
+                   whole_lines: bool = True, mask_id: int | None = None) -> list[dict]:
     """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w.
 
     With ``whole_lines`` each choice is scored inside a whole line ``key=answer.``: the closing "." is context, never
     masked, so the model reads lines of the length it was trained on, and with the prompt masked (the unconditional
     branch) the "." still tells it where each position lies. It follows every answer, so it changes no answer's exact
     probability. ``whole_lines=False`` cuts the line after the answer, a length the model never saw (for comparison).
+    ``mask_id`` defaults to the model's; give it for a denoiser that is a plain function (``lookup_oracle_denoiser``).
     """
     suffix = tokenizer.encode(LOOKUP_LINE_END) if whole_lines else []
     encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c) for c in item.choices], item.answer_index)
                for item in items]
+    mask_id = model.mask_id if mask_id is None else mask_id
     rows = []
     for w in scales:
-        accuracy, _ = multiple_choice_accuracy(model, encoded, model.mask_id, cfg_scale=w, mc_num=mc_num,
+        accuracy, _ = multiple_choice_accuracy(model, encoded, mask_id, cfg_scale=w, mc_num=mc_num,
                                                batch_size=batch_size, suffix=suffix)
         rows.append({"cfg_scale": w, "accuracy": accuracy.mean, "stderr": accuracy.stderr})
     return rows
@@ -180,6 +183,42 @@ def oracle_guidance_sweep(lookup, items, scales) -> list[dict]:
         stderr = accuracy.std().item() / math.sqrt(len(correct)) if len(correct) > 1 else float("nan")
         rows.append({"cfg_scale": w, "accuracy": accuracy.mean().item(), "stderr": stderr})
     return rows
+
+
+def lookup_oracle_denoiser(lookup, tokenizer, mask_id: int):
+    """The exact denoiser of the lookup's lines: log p(x^i = v | visible tokens) for every position, (B, L) -> (B, L, V).
+
+    A line "k1 k2 k3 = a1 a2 a3 a4 ." has probability p(k1) p(k2) p(k3) p(a | k3): the first two key letters are
+    independent and uniform, and only the last one (k3, next to "=") sets the answer's law. So every conditional is a
+    sum over the 26 x |pool| pairs (k3, answer) that agree with the visible tokens, and positions 0 and 1 are uniform
+    over the letters; a state that no line agrees with gets uniform outputs. L = 9 is a whole line, L = 8 the line
+    cut after the answer. Put in place of a trained MDM, it shows what the guided ELBO scoring of ``guidance_sweep``
+    gives with a perfect network: what is left of the gap to ``oracle_guidance_sweep`` is the estimator's, not the
+    training's.
+    """
+    vocab_size = tokenizer.vocab_size
+    check_mask_id(mask_id, vocab_size)
+    pairs = [(letter, answer) for letter in KEY_LETTERS for answer in lookup.answers]
+    weight = torch.tensor([lookup.answer_probabilities(letter)[answer] / len(KEY_LETTERS) for letter, answer in pairs],
+                          dtype=torch.float64)  # p(k3, a); answer_probabilities reads only the key's last letter
+    tails = torch.tensor([tokenizer.encode(f"{letter}={answer}{LOOKUP_LINE_END}") for letter, answer in pairs])
+    letter_ids = torch.tensor(tokenizer.encode(KEY_LETTERS))
+    full_length = tails.shape[1] + 2
+
+    def denoiser(xt: torch.Tensor) -> torch.Tensor:
+        if xt.dim() != 2 or xt.shape[1] not in (full_length - 1, full_length):
+            raise ValueError(f"xt must have shape (batch, {full_length}) (a whole line) or (batch, {full_length - 1}) "
+                             f"(cut after the answer), got {tuple(xt.shape)}")
+        probs = torch.zeros(*xt.shape, vocab_size, dtype=torch.float64, device=xt.device)
+        # from k3 on, the law is the list of (k3, answer) pairs' tokens with their probabilities
+        probs[:, 2:] = posterior_marginals(tails[:, : xt.shape[1] - 2], weight, xt[:, 2:], mask_id, vocab_size)
+        probs[:, :2, letter_ids.to(xt.device)] = 1 / len(KEY_LETTERS)  # k1, k2: uniform when masked, else seen
+        head, head_shown = xt[:, :2], xt[:, :2] != mask_id
+        probs[:, :2][head_shown] = torch.nn.functional.one_hot(head[head_shown], vocab_size).double()
+        # A floor instead of log 0: guidance subtracts two branches' logits, and -inf - (-inf) would be NaN.
+        return probs.clamp_min(1e-300).log()
+
+    return denoiser
 
 
 # --- temporal shift --------------------------------------------------------------------------------------------

@@ -46,20 +46,25 @@ class EnumerableJoint:
         check_mask_id(mask_id, self.vocab_size)
 
         def denoiser(xt: torch.Tensor) -> torch.Tensor:
-            """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V).
-
-            A state no sequence of positive probability agrees with (a sampler that reveals several tokens at once
-            can reach one) has no conditional; it gets uniform logits, which keeps every output a distribution.
-            """
-            seqs = self.sequences.to(xt.device)
-            visible = xt != mask_id
-            consistent = ((seqs[None] == xt[:, None]) | ~visible[:, None]).all(-1)  # (B, N)
-            weight = self.probs.to(xt.device)[None] * consistent  # (B, N) joint mass of consistent sequences
-            one_hot = torch.nn.functional.one_hot(seqs, self.vocab_size).double()  # (N, L, V)
-            marginal = torch.einsum("bn,nlv->blv", weight, one_hot)
-            impossible = weight.sum(1) == 0
-            marginal[impossible] = 1.0
-            return (marginal / marginal.sum(-1, keepdim=True)).log()
+            """Exact log p(x^i = v | visible tokens of x_t): (B, L) -> (B, L, V)."""
+            return posterior_marginals(self.sequences, self.probs, xt, mask_id, self.vocab_size).log()
 
         return denoiser
+
+
+def posterior_marginals(sequences: torch.Tensor, probs: torch.Tensor, xt: torch.Tensor, mask_id: int,
+                        vocab_size: int) -> torch.Tensor:
+    """p(x^i = v | visible tokens of x_t) under a law listed as ``sequences`` (N, L) with ``probs`` (N,): (B, L, V).
+
+    Each conditional is the mass of the sequences that agree with every visible token, split by their token at i.
+    A state no sequence of positive probability agrees with (a sampler that reveals several tokens at once can reach
+    one) has no conditional; it gets uniform outputs, which keeps every output a distribution.
+    """
+    sequences = sequences.to(xt.device)
+    consistent = ((sequences[None] == xt[:, None]) | (xt == mask_id)[:, None]).all(-1)  # (B, N)
+    weight = probs.to(xt.device)[None] * consistent  # (B, N) joint mass of consistent sequences
+    one_hot = torch.nn.functional.one_hot(sequences, vocab_size).double()  # (N, L, V)
+    marginal = torch.einsum("bn,nlv->blv", weight, one_hot)
+    marginal[weight.sum(1) == 0] = 1.0
+    return marginal / marginal.sum(-1, keepdim=True)
 
