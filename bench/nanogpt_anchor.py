@@ -10,6 +10,9 @@
     python bench/nanogpt_anchor.py --skip arm --mdm-weight-decay 1.0 ...  # stronger weight decay for the MDM
     python bench/nanogpt_anchor.py --skip arm --mdm-steps 40000 ...  # the cosine's length, from an earlier run
     python bench/nanogpt_anchor.py --skip arm --mdm-min-lr-ratio 0 ...  # the cosine ends at zero (default: a tenth)
+    python bench/nanogpt_anchor.py --skip arm --ema 0.999 --mdm-weight-decay 1.0 --mdm-min-lr-ratio 0 \
+        --mdm-seconds 900 --mdm-steps 40000 --mdm-eval-every 2000 --checkpoint-dir runs/moonshot --out \
+        bench/results/nanogpt_moonshot_trial_<name>_<gpu>.json   # the recipe that met the moonshot's goal (trial 12)
     python bench/nanogpt_anchor.py --skip arm --mdm-loss k_dce ...  # train on RADD's k-DCE (exactly k masked)
     python bench/nanogpt_anchor.py --arm-set autocast_residual=true --mdm-set autocast_residual=true \
         --out bench/results/nanogpt_anchor_bf16_residual_<gpu>.json    # both kinds with a bf16 residual stream
