@@ -67,4 +67,3 @@ def posterior_marginals(sequences: torch.Tensor, probs: torch.Tensor, xt: torch.
     marginal = torch.einsum("bn,nlv->blv", weight, one_hot)
     marginal[weight.sum(1) == 0] = 1.0
     return marginal / marginal.sum(-1, keepdim=True)
-
