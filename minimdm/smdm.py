@@ -22,7 +22,7 @@ import torch
 
 from minimdm.arm import check_kind, sample_arm, validation_loss
 from minimdm.data.facts import KEY_LETTERS, LOOKUP_LINE_END
-from minimdm.mdm.denoiser import check_mask_id, device_of
+from minimdm.mdm.denoiser import check_mask_id, device_of, logits_of
 from minimdm.mdm.likelihood import multiple_choice_accuracy
 from minimdm.mdm.sampler import generate, guided_logits
 from minimdm.radd.sampling import tau_leaping_sample
@@ -141,14 +141,16 @@ def reverse_curse_scores(kind: str, model, facts, tokenizer, cfg_scale: float = 
 # --- guidance --------------------------------------------------------------------------------------------------
 
 def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size: int = 16,
-                   whole_lines: bool = True, mask_id: int | None = None) -> list[dict]:
+                   whole_lines: bool = True, mask_id: int | None = None, device=None) -> list[dict]:
     """Multiple-choice accuracy (ELBO scoring, common random numbers) at each guidance scale w.
 
     With ``whole_lines`` each choice is scored inside a whole line ``key=answer.``: the closing "." is context, never
     masked, so the model reads lines of the length it was trained on, and with the prompt masked (the unconditional
     branch) the "." still tells it where each position lies. It follows every answer, so it changes no answer's exact
     probability. ``whole_lines=False`` cuts the line after the answer, a length the model never saw (for comparison).
-    ``mask_id`` defaults to the model's; give it for a denoiser that is a plain function (``lookup_oracle_denoiser``).
+    ``mask_id`` defaults to the model's; give it for a denoiser that is a plain function (``lookup_oracle_denoiser``),
+    and ``device`` too where it should draw the same masks as a model on another device (default: where the
+    denoiser's parameters live, the CPU for a function).
     """
     suffix = tokenizer.encode(LOOKUP_LINE_END) if whole_lines else []
     encoded = [(tokenizer.encode(item.prompt), [tokenizer.encode(c) for c in item.choices], item.answer_index)
@@ -157,7 +159,7 @@ def guidance_sweep(model, items, tokenizer, scales, mc_num: int = 32, batch_size
     rows = []
     for w in scales:
         accuracy, _ = multiple_choice_accuracy(model, encoded, mask_id, cfg_scale=w, mc_num=mc_num,
-                                               batch_size=batch_size, suffix=suffix)
+                                               batch_size=batch_size, suffix=suffix, device=device)
         rows.append({"cfg_scale": w, "accuracy": accuracy.mean, "stderr": accuracy.stderr})
     return rows
 
@@ -217,6 +219,27 @@ def lookup_oracle_denoiser(lookup, tokenizer, mask_id: int):
         probs[:, :2][head_shown] = torch.nn.functional.one_hot(head[head_shown], vocab_size).double()
         # A floor instead of log 0: guidance subtracts two branches' logits, and -inf - (-inf) would be NaN.
         return probs.clamp_min(1e-300).log()
+
+    return denoiser
+
+
+def branch_denoiser(conditional, unconditional, prompt_length: int, mask_id: int):
+    """One denoiser per branch of guidance: rows whose prompt is all masks (the unconditional branch of
+    ``guided_logits``) go to ``unconditional``, every other row to ``conditional``; outputs are log-probabilities.
+
+    With a trained model in one branch and the exact denoiser in the other, it shows which branch of the trained
+    model costs the guided score its accuracy.
+    """
+    def denoiser(xt: torch.Tensor) -> torch.Tensor:
+        unconditional_rows = (xt[:, :prompt_length] == mask_id).all(1)
+        out = None
+        for rows, branch in ((~unconditional_rows, conditional), (unconditional_rows, unconditional)):
+            if bool(rows.any()):
+                log_probs = torch.log_softmax(logits_of(branch, xt[rows]).double(), -1)
+                if out is None:
+                    out = log_probs.new_empty(*xt.shape, log_probs.shape[-1])
+                out[rows] = log_probs
+        return out
 
     return denoiser
 

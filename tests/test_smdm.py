@@ -1,5 +1,6 @@
 """SMDM experiments: CFG w = 0 is the identity for likelihood scoring, the guided formula, the fact generator's
-train/test separation, greedy infilling, the drifted chain, the speed/quality table, bad input."""
+train/test separation, greedy infilling, the drifted chain, the speed/quality table, bad input; the lookup's exact
+denoiser against enumeration (and its unbiased ELBO at w = 0), and the router of guidance's two branches."""
 import math
 import os
 
@@ -330,3 +331,23 @@ def test_guided_elbo_with_the_exact_denoiser_is_unbiased_at_w0_and_tracks_the_or
     oracle_rows = oracle_guidance_sweep(lookup, items, scales)
     for exact_row, oracle_row in zip(exact_rows, oracle_rows):
         assert exact_row["accuracy"] == pytest.approx(oracle_row["accuracy"], abs=0.05)
+
+
+def test_branch_denoiser_sends_rows_with_a_masked_prompt_to_the_unconditional_denoiser():
+    from minimdm.smdm import branch_denoiser, lookup_oracle_denoiser
+
+    lookup = make_skewed_lookup(num_answers=4, seed=0)
+    tokenizer = TaskTokenizer()
+    mask_id = tokenizer.vocab_size
+    exact = lookup_oracle_denoiser(lookup, tokenizer, mask_id)
+    flat = lambda xt: torch.zeros(*xt.shape, tokenizer.vocab_size)  # noqa: E731  (uniform: logits all equal)
+    line = torch.tensor(tokenizer.encode(lookup.training_lines(1)[0]))
+    xt = line.repeat(4, 1)
+    xt[:, 4:6] = mask_id  # two answer tokens masked in every row
+    xt[1, :4] = mask_id  # rows 1 and 3: the prompt "key=" masked, as guided_logits' unconditional branch has it
+    xt[3, :4] = mask_id
+    xt[2, 0] = mask_id  # a partly masked prompt is still the conditional branch
+    out = branch_denoiser(exact, flat, prompt_length=4, mask_id=mask_id)(xt)
+    assert torch.allclose(out[[0, 2]], exact(xt[[0, 2]]).log_softmax(-1), atol=1e-12)
+    assert torch.allclose(out[[1, 3]], torch.full((2, xt.shape[1], tokenizer.vocab_size),
+                                                  -math.log(tokenizer.vocab_size), dtype=torch.float64), atol=1e-12)
