@@ -230,6 +230,9 @@ def branch_denoiser(conditional, unconditional, prompt_length: int, mask_id: int
     With a trained model in one branch and the exact denoiser in the other, it shows which branch of the trained
     model costs the guided score its accuracy.
     """
+    if prompt_length < 1:
+        raise ValueError(f"prompt_length={prompt_length} must be >= 1: the rows are told apart by their masked prompt")
+
     def denoiser(xt: torch.Tensor) -> torch.Tensor:
         unconditional_rows = (xt[:, :prompt_length] == mask_id).all(1)
         out = None

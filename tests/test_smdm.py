@@ -351,3 +351,5 @@ def test_branch_denoiser_sends_rows_with_a_masked_prompt_to_the_unconditional_de
     assert torch.allclose(out[[0, 2]], exact(xt[[0, 2]]).log_softmax(-1), atol=1e-12)
     assert torch.allclose(out[[1, 3]], torch.full((2, xt.shape[1], tokenizer.vocab_size),
                                                   -math.log(tokenizer.vocab_size), dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="prompt_length=0"):
+        branch_denoiser(exact, flat, prompt_length=0, mask_id=mask_id)
