@@ -3,6 +3,8 @@
     python bench/train_throughput.py            # GPU: the nanoGPT shakespeare_char shape and a GPT-2-small shape
     python bench/train_throughput.py --shapes shakespeare_char --kinds arm mdm
     python bench/train_throughput.py --quick    # CPU smoke run at a tiny shape
+    python bench/train_throughput.py --shapes shakespeare_char --kinds mdm --batches 512 \
+        --columns other_mode --compile-mode max-autotune   # only the GPT-2-style loop and the last column
 
 Both sides train the same ``minimdm.nn.Transformer`` (bidirectional with LLaDA's MDM loss, or causal with
 next-token cross-entropy for ``--kinds arm``) on random token windows
@@ -15,7 +17,8 @@ with ``TransformerConfig(autocast_residual=True)``, the residual stream in bf16 
 autocast, so there it is the same model), and the last two with both that and another ``torch.compile``
 mode (``--compile-mode``; default "reduce-overhead", which replays the step's kernels as CUDA graphs, against the
 launch-bound small batch; "max-autotune-no-cudagraphs" tunes the matmuls instead). On the CPU nothing is compiled,
-so there the last column is the trainer again.
+so there the last column is the trainer again. ``--columns`` times a subset of the trainer's columns (the GPT-2-style
+loop always runs); a column left out prints as "-" (a slow compile mode then fits in one run).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from minimdm.flops import non_embedding_params, peak_flops, training_flops_per_t
 from minimdm.nn import Transformer, TransformerConfig
 from minimdm.train import COMPILE_MODES, TrainConfig, make_optimizer, train
 
+COLUMNS = ("reference", "minimdm", "bf16_residual", "other_mode")  # after the GPT-2-style loop, in print order
 SHAPES = {  # name: (n_layers, d_model, n_heads, seq_len, vocab, batch sizes)
     "shakespeare_char": (6, 384, 6, 256, 65, (64, 512)),
     "gpt2_small": (12, 768, 12, 1024, 8192, (16,)),
@@ -97,6 +101,13 @@ def minimdm_trainer(model, loss_fn, batch_fn, steps, device, compile_model, comp
     return result.history[-1]["tokens_per_s"]
 
 
+def cell(results, label, over=None):
+    """A printed column: tokens/s of ``label``, or its ratio to ``over``; "-" where a column was left out."""
+    if over is None:
+        return f"{results[label]:11,.0f}" if label in results else f"{'-':>11s}"
+    return f"{results[label] / results[over]:8.2f}" if label in results and over in results else f"{'-':>8s}"
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -111,6 +122,8 @@ def main():
     parser.add_argument("--batches", nargs="+", type=int, help="default: the shape's batch sizes")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="reduce-overhead",
                         help="torch.compile mode of the last column (bf16 residual stream too)")
+    parser.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS),
+                        help="which of the trainer's columns to time (default: all); the GPT-2-style loop always runs")
     args = parser.parse_args()
     if args.batches and min(args.batches) < 1:
         parser.error(f"--batches {' '.join(map(str, args.batches))}: batch sizes must be positive integers")
@@ -136,7 +149,7 @@ def main():
             variants = (("reference", reference_loop, False, {}), ("minimdm", minimdm_trainer, False, {}),
                         ("bf16_residual", minimdm_trainer, True, {}),
                         ("other_mode", minimdm_trainer, True, {"compile_mode": args.compile_mode}))
-            for label, runner, bf16_residual, options in variants:
+            for label, runner, bf16_residual, options in (v for v in variants if v[0] in args.columns):
                 model, seq_len, vocab = build(shape, device, kind, bf16_residual)
                 results[label] = runner(model, loss_function(kind, model), random_batches(vocab, batch, seq_len, device),
                                         steps, device, compile_model, **options)
@@ -145,13 +158,12 @@ def main():
                 torch._dynamo.reset()  # each variant compiles afresh: no recompile limit, no CUDA-graph pool left over
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak else "   n/a"
-            print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {results['reference']:11,.0f} "
-                  f"{results['gpt2']:11,.0f} {results['minimdm']:11,.0f} {results['minimdm'] / results['reference']:8.2f} "
-                  f"{results['minimdm'] / results['gpt2']:8.2f} {mfu} {results['bf16_residual']:11,.0f} "
-                  f"{results['bf16_residual'] / results['gpt2']:8.2f} {results['other_mode']:11,.0f} "
-                  f"{results['other_mode'] / results['gpt2']:8.2f}  ({gpt2_params / 1e6:.1f}M)")
-
+            mfu = f"{results['minimdm'] * flops / peak:6.1%}" if peak and "minimdm" in results else "   n/a"
+            print(f"{shape:18s} {kind:>4s} {batch:5d} {params / 1e6:7.1f}M {cell(results, 'reference')} "
+                  f"{cell(results, 'gpt2')} {cell(results, 'minimdm')} {cell(results, 'minimdm', 'reference')} "
+                  f"{cell(results, 'minimdm', 'gpt2')} {mfu} {cell(results, 'bf16_residual')} "
+                  f"{cell(results, 'bf16_residual', 'gpt2')} {cell(results, 'other_mode')} "
+                  f"{cell(results, 'other_mode', 'gpt2')}  ({gpt2_params / 1e6:.1f}M)")
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # 0: only at the end (if checkpoint_dir is set)
     compile: bool = False
-    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" replays CUDA graphs (fewer launches)
+    # torch.compile's mode: "reduce-overhead" replays CUDA graphs (fewer launches: small batches); "max-autotune" also
+    # tunes the matmuls and fused kernels (large batches; minutes of compiling the first time on a machine)
+    compile_mode: str = "default"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     seed: int = 0
     device: str = "auto"
