@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from minimdm.energy import (SAMPLERS, BetaCDFSchedule, BetaWeight, MaskedStates, alpha_in_paper_time, beta_grid_search,
-                            best_on_grid, bernoulli_generate, complete_prompts, diverges, endpoint_exponents, energies,
-                            exact_output_law, minimise_one_token_energy, one_token_energy, one_token_energy_density,
-                            optimal_alpha, paper_toy_target, time_quadrature, total_variation, unmask_probabilities)
+                            best_on_grid, bernoulli_generate, complete_prompts, completion_excess_nll, diverges,
+                            endpoint_exponents, energies, exact_output_law, minimise_one_token_energy, one_token_energy,
+                            one_token_energy_density, optimal_alpha, paper_toy_target, time_quadrature, total_variation,
+                            unmask_probabilities)
 from minimdm.mdm.sampler import generate
 from minimdm.mdm.schedules import LinearSchedule
-from minimdm.toys import EnumerableJoint
+from minimdm.toys import EnumerableJoint, MarkovChain
 
 T = torch.linspace(0, 1, 1001, dtype=torch.float64)  # course time, both ends included
 SHAPES = [(0.5, 0.5), (1.0, 1.0), (0.9, 0.3), (0.3, 0.9), (1.0, 0.2), (2.0, 3.0)]
@@ -64,18 +65,42 @@ def test_minimising_the_one_token_energy_recovers_sin_squared(a, b):
     assert (alpha - optimal_alpha(tau)).abs().max() > 0.1
 
 
-@pytest.mark.parametrize("joint", [EnumerableJoint(2, 3, seed=1), paper_toy_target("A")], ids=["dense", "target A"])
-def test_three_energies_agree_up_to_the_theorem_constants(joint):
+def _beta_function(a, b):
+    return math.exp(math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+
+
+JOINTS = pytest.mark.parametrize("joint", [EnumerableJoint(2, 3, seed=1), paper_toy_target("A")], ids=["dense", "target A"])
+
+
+@JOINTS
+@pytest.mark.parametrize("schedule, weight, one_token", [
+    (BetaCDFSchedule(0.9, 0.3), BetaWeight(0.9, 0.3), math.pi**2),  # Thm 3.6: a weight's own optimal schedule
+    # alpha = tau: ∫ tau^-0.9 (1 - tau)^-0.3 dtau B(0.9, 0.3), as in test_a_convergent_energy_matches_its_closed_form
+    (LinearSchedule(), BetaWeight(0.9, 0.3), _beta_function(0.9, 0.3) * _beta_function(0.1, 0.7)),
+], ids=["optimal", "linear"])
+def test_three_energies_are_finite_and_agree_up_to_the_theorem_constants(joint, schedule, weight, one_token):
+    """Where the one-token energy is finite (closed form) so are the three others, and E_k = C_k E_1,
+    E_c = n 2^(n-1) E_1, E_c = 2^(n-1) E_g (Thm 3.1, 3.2)."""
     n = joint.length
-    for schedule, weight in [(BetaCDFSchedule(0.9, 0.3), BetaWeight(0.9, 0.3)), (LinearSchedule(), BetaWeight(1, 1))]:
-        result = energies(schedule, weight, joint)
-        assert result["kinetic"] == pytest.approx(result["C_k"] * result["one_token"], rel=1e-10)  # Thm 3.1
-        assert result["conditional_kinetic"] == pytest.approx(n * 2 ** (n - 1) * result["one_token"], rel=1e-10)
-        assert result["conditional_kinetic"] == pytest.approx(result["C_2"] * result["geodesic"], rel=1e-10)  # Thm 3.2
-        assert result["kinetic"] == pytest.approx(result["C_1"] * result["conditional_kinetic"], rel=1e-10)
-    dense_states = (joint.probs > 0).all()
+    result = energies(schedule, weight, joint)
+    assert all(math.isfinite(result[k]) for k in ("kinetic", "conditional_kinetic", "geodesic", "one_token"))
+    assert result["one_token"] == pytest.approx(one_token, rel=2e-3)
+    assert result["kinetic"] == pytest.approx(result["C_k"] * result["one_token"], rel=1e-10)  # Thm 3.1
+    assert result["conditional_kinetic"] == pytest.approx(n * 2 ** (n - 1) * result["one_token"], rel=1e-10)
+    assert result["conditional_kinetic"] == pytest.approx(2 ** (n - 1) * result["geodesic"], rel=1e-10)  # Thm 3.2
+    assert result["geodesic"] == pytest.approx(n * result["one_token"], rel=1e-10)
+    assert result["kinetic"] == pytest.approx(result["C_1"] * result["conditional_kinetic"], rel=1e-10)
     # C_k = sum of m(z) over reachable states: n (d+1)^(n-1) when every sequence has mass, fewer for target A
-    assert (result["C_k"] == n * 3 ** (n - 1)) == bool(dense_states)
+    assert (result["C_k"] == n * 3 ** (n - 1)) == bool((joint.probs > 0).all())
+
+
+@JOINTS
+def test_linear_schedule_under_the_uniform_weight_diverges_in_every_energy(joint):
+    """alpha = tau, gamma = tau: E_1 = ∫ dtau / (tau (1 - tau)) diverges (log, power -1 at both ends), and by
+    Thm 3.1/3.2 the three other energies are constant multiples of it: all four are inf."""
+    result = energies(LinearSchedule(), BetaWeight(1, 1), joint)
+    assert result["endpoint_exponents"] == pytest.approx((-1.0, -1.0), abs=1e-3)
+    assert all(result[k] == math.inf for k in ("kinetic", "conditional_kinetic", "geodesic", "one_token"))
 
 
 # Reference values from an independent exact computation of the same toy (a separate dynamic programme written
@@ -150,10 +175,6 @@ def test_grid_search_finds_the_minimum():
 
 # --- divergence: a known-divergent energy reads inf at every node count, a known-convergent one its closed form ---
 
-def _beta_function(a, b):
-    return math.exp(math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-
-
 @pytest.mark.parametrize("schedule, weight, exponents", [
     # alpha = tau under gamma = tau: density 1/(tau (1 - tau)), a log divergence at both ends (power exactly -1)
     (LinearSchedule(), BetaWeight(1, 1), (-1.0, -1.0)),
@@ -188,7 +209,6 @@ def test_a_convergent_energy_matches_its_closed_form():
 
 def test_every_sampler_completes_prompts_and_an_unknown_one_is_refused():
     chain_vocab, prompts = 8, torch.tensor([[0, 3], [5, 1], [2, 2], [7, 4]])
-    from minimdm.toys import MarkovChain
     source = MarkovChain(chain_vocab, concentration=0.3, seed=0)
     for sampler in SAMPLERS:
         out = complete_prompts(source.oracle_denoiser(chain_vocab), prompts, BetaCDFSchedule(0.9, 0.3), gen_length=6,
@@ -198,3 +218,26 @@ def test_every_sampler_completes_prompts_and_an_unknown_one_is_refused():
     with pytest.raises(ValueError, match="allowed values"):
         complete_prompts(source.oracle_denoiser(chain_vocab), prompts, LinearSchedule(), gen_length=6, steps=3,
                          mask_id=chain_vocab, sampler="paper")
+
+
+# --- the score of notebook 11's completions -----------------------------------------------------------------------
+
+def test_completion_excess_nll_is_zero_for_the_chains_own_completions_and_exact_for_independent_ones():
+    """Completions from the chain itself, prompts stationary: E[-log q(completion | prompt)] = G H, excess 0.
+    Completion tokens drawn independently from their marginals given the prompt (what one parallel step of the exact
+    oracle does): the excess is [sum_k sum_{u,v} (T^k)_{a u} (T^(k+1))_{a v} (-log T_{u v})] / G - H, a the last
+    prompt token, averaged over the prompts; positive."""
+    chain, num, prompt, gen = MarkovChain(6, concentration=0.5, seed=0), 4000, 3, 5
+    generator = torch.Generator().manual_seed(0)
+    sequences = chain.sample(num, prompt + gen, generator)
+    mean, stderr = completion_excess_nll(chain, sequences, prompt)
+    assert abs(mean) < 4 * stderr and stderr < 0.01
+    powers = [torch.linalg.matrix_power(chain.transition, k) for k in range(gen + 1)]
+    last = sequences[:, prompt - 1]
+    independent = sequences.clone()
+    for k in range(gen):
+        independent[:, prompt + k] = torch.multinomial(powers[k + 1][last], 1, generator=generator).squeeze(1)
+    expected_nll = sum(((powers[k][last] @ -chain.transition.log()) * powers[k + 1][last]).sum(1) for k in range(gen))
+    exact = expected_nll.mean().item() / gen - chain.entropy_rate()
+    mean, stderr = completion_excess_nll(chain, independent, prompt)
+    assert abs(mean - exact) < 4 * stderr and exact > 20 * stderr

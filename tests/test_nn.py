@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from minimdm.nn import KVCache, Transformer, TransformerConfig, evaluation_mode
+from minimdm.nn.transformer import RotaryEmbedding
 
 
 def make(causal, **kw):
@@ -79,3 +80,37 @@ def test_evaluation_mode_restores_the_callers_mode_even_after_an_error(was_train
     plain = lambda x: x  # noqa: E731  (a denoiser that is a function has no mode)
     with evaluation_mode(plain) as inside:
         assert inside is plain
+
+
+def _rotary_angles(length, head_dim, base, scale):
+    """(m / scale) base^(-2i/d) for m < length, i < d/2, in float64 from Python floats."""
+    rows = [[m / scale * base ** (-2 * i / head_dim) for i in range(head_dim // 2)] for m in range(length)]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("base, scale", [(10000.0, 1.0), (500.0, 4.0)])
+def test_rotary_tables_are_cos_and_sin_of_position_over_scale_times_base_to_the_minus_2i_over_d(base, scale):
+    """cos/sin[m, i] = cos/sin((m / scale) base^(-2i/d)); applied, channel pair (2i, 2i+1) read as the complex number
+    x_2i + i x_2i+1 is multiplied by e^(i angle), also past max_len, where the tables are rebuilt."""
+    head_dim, max_len = 8, 16
+    rope = RotaryEmbedding(head_dim, max_len, base, scale)
+    angle = _rotary_angles(max_len, head_dim, base, scale)
+    assert torch.allclose(rope.cos.double(), angle.cos(), atol=1e-5)
+    assert torch.allclose(rope.sin.double(), angle.sin(), atol=1e-5)
+    x = torch.randn(1, 1, 40, head_dim, generator=torch.Generator().manual_seed(0))
+    angle = _rotary_angles(40, head_dim, base, scale)
+    as_complex = torch.view_as_complex(x.double().reshape(1, 1, 40, head_dim // 2, 2))
+    expected = torch.view_as_real(as_complex * torch.polar(torch.ones_like(angle), angle)).flatten(-2)
+    assert torch.allclose(rope(x).double(), expected, atol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_the_distance_and_scale_stretches_positions():
+    """<R_m q, R_n k> = <q, R_(n-m) k> (rotations compose), and with scale s position s m is position m unscaled."""
+    q, k = torch.randn(2, 1, 1, 1, 16, generator=torch.Generator().manual_seed(1))
+    plain, stretched = RotaryEmbedding(16, 64, 10000.0, 1.0), RotaryEmbedding(16, 64, 10000.0, 4.0)
+    rq, rk = plain(q.expand(1, 1, 32, 16)), plain(k.expand(1, 1, 32, 16))
+    scores = rq[0, 0] @ rk[0, 0].T  # (32, 32), entry (m, n)
+    assert torch.allclose(scores[:-5, :-5], scores[5:, 5:], atol=1e-4)  # shifting both positions changes nothing
+    assert not torch.allclose(scores[0, :-5], scores[0, 5:], atol=1e-2)  # but the distance does
+    everywhere = q.expand(1, 1, 64, 16)
+    assert torch.allclose(stretched(everywhere)[..., ::4, :], plain(everywhere)[..., :16, :], atol=1e-5)

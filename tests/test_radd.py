@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy.special import beta, betainc
 
 from minimdm.mdm.elbo import elbo_over_orders, exact_elbo
 from minimdm.nn import Transformer, TransformerConfig
@@ -76,6 +77,47 @@ def test_time_losses_equal_the_bound_under_the_linear_schedule():
     ao_arm = elbo_over_orders(denoiser, x0, mask_id=K)
     for name in ("t_dce", "t_dse"):
         assert exact_loss_expectation(get_loss(name, K, schedule="linear", eps=0.0), denoiser, x0) == pytest.approx(ao_arm, abs=1e-6)
+
+
+def conditional_nll(joint, x0, masked):
+    """sum_{i in masked} -log p(x0^i | x0 outside masked), summing the table of an EnumerableJoint by hand."""
+    visible = [i for i in range(len(x0)) if i not in masked]
+    agrees = (joint.sequences[:, visible] == x0[visible]).all(1)
+    return sum(-math.log(joint.probs[agrees & (joint.sequences[:, i] == x0[i])].sum() / joint.probs[agrees].sum())
+               for i in masked)
+
+
+def bound_between(joint, x0, low, high):
+    """∫_low^high (1/lambda) E_{S ~ Bernoulli(lambda)^L} [conditional NLL of S] d lambda, by enumerating the masks S:
+    a mask of size k weighs ∫ lambda^(k-1) (1 - lambda)^(L-k) = B(k, L-k+1) [I_high(k, L-k+1) - I_low(k, L-k+1)].
+    Over (0, 1) that is -log p(x0) (the AO-ARM identity); a narrower range gives a smaller number."""
+    length, total = len(x0), 0.0
+    for k in range(1, length + 1):
+        weight = beta(k, length - k + 1) * (betainc(k, length - k + 1, high) - betainc(k, length - k + 1, low))
+        total += weight * sum(conditional_nll(joint, x0, masked) for masked in itertools.combinations(range(length), k))
+    return total
+
+
+@pytest.mark.parametrize("schedule, low, high", [
+    (LogLinearSchedule(), 0.0, 0.999),  # lambda = (1 - eps) t with eps = 1e-3: lambda stops at 0.999
+    # lambda = 1 - exp(-sigma_bar), sigma_bar from 1e-4 to 20
+    (GeometricSchedule(), -math.expm1(-1e-4), -math.expm1(-20.0)),
+], ids=["loglinear", "geometric"])
+def test_time_losses_under_radds_schedules_equal_the_enumerated_bound_over_their_noise_range(schedule, low, high):
+    """sigma(t) a(t) dt = d lambda / lambda, so t-DCE and t-DSE (eps = 0) with the exact oracle are the NELBO
+    integral over the mask ratios the schedule reaches: the enumerated ``bound_between``, just below -log p(x0)."""
+    joint, x0 = EnumerableJoint(K, L, seed=1), torch.tensor([1, 0, 2, 2])
+    exact = bound_between(joint, x0, low, high)
+    nll = -joint.log_prob(x0[None]).item()
+    assert bound_between(joint, x0, 0.0, 1.0) == pytest.approx(nll, abs=1e-12)
+    assert nll - exact > 4e-4  # the truncation is visible at the tolerance below
+    for name in ("t_dce", "t_dse"):
+        loss = get_loss(name, K, schedule=schedule, eps=0.0)
+        assert exact_loss_expectation(loss, joint.oracle_denoiser(), x0) == pytest.approx(exact, abs=1e-9), name
+    # and the Monte Carlo draws themselves (not only the loss's own noise law) average to it
+    draws = get_loss("t_dce", K, schedule=schedule, eps=0.0)(joint.oracle_denoiser(), x0.expand(8000, -1),
+                                                              generator=torch.Generator().manual_seed(0)).double()
+    assert abs(draws.mean().item() - exact) < 4 * draws.std().item() / math.sqrt(len(draws))
 
 
 def test_losses_agree_on_a_transformer():
@@ -193,6 +235,59 @@ def test_reveal_steps_follow_the_first_success_law(schedule):
     assert torch.allclose(frequency, exact, atol=4 * (0.25 / draws) ** 0.5)  # 4 standard errors at most
     if isinstance(schedule, LogLinearSchedule):
         assert torch.allclose(exact, torch.full((steps,), 1 / steps, dtype=torch.float64), atol=1e-3)
+
+
+def tau_leaping_law(joint, reveal_p):
+    """The law of the tau-leaping sampler's output, by dynamic programming over partially masked sequences: at a
+    step with reveal probability p each masked token is revealed with probability p, independently, and takes a
+    value from its exact conditional given the visible tokens, independently of the other revealed tokens."""
+    mask, length = joint.vocab_size, joint.length
+
+    def conditional(state, i):  # p(x^i = v | visible tokens of state), v = 0..K-1
+        agrees = torch.ones(len(joint.sequences), dtype=torch.bool)
+        for j, token in enumerate(state):
+            if token != mask:
+                agrees &= joint.sequences[:, j] == token
+        mass = torch.stack([joint.probs[agrees & (joint.sequences[:, i] == v)].sum() for v in range(mask)])
+        return (mass / mass.sum()).tolist()
+
+    law = {(mask,) * length: 1.0}
+    for p in reveal_p:
+        after = {}
+        for state, weight in law.items():
+            masked = [i for i in range(length) if state[i] == mask]
+            c = {i: conditional(state, i) for i in masked}
+            subsets = itertools.chain.from_iterable(itertools.combinations(masked, k) for k in range(len(masked) + 1))
+            for revealed in subsets:
+                coin = p ** len(revealed) * (1 - p) ** (len(masked) - len(revealed))
+                for values in itertools.product(range(mask), repeat=len(revealed)):
+                    new = list(state)
+                    for i, v in zip(revealed, values):
+                        new[i] = v
+                    probability = weight * coin * math.prod(c[i][v] for i, v in zip(revealed, values))
+                    after[tuple(new)] = after.get(tuple(new), 0.0) + probability
+        law = after
+    return torch.tensor([law.get(tuple(x), 0.0) for x in joint.sequences.tolist()], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("schedule", [LogLinearSchedule(), GeometricSchedule()], ids=["loglinear", "geometric"])
+def test_tau_leaping_samples_follow_the_law_of_its_transition_dynamic_programme(schedule):
+    """Output law = ``tau_leaping_law`` with reveal probability P(visible at s | masked at t) =
+    (alpha_s - alpha_t) / (1 - alpha_t) on the grid linspace(1, 1e-5, N + 1), the last step forced to 1;
+    each frequency within 4 standard errors of it."""
+    joint, steps, n = EnumerableJoint(vocab_size=2, length=3, concentration=0.5, seed=3), 3, 40000
+    alpha = schedule.alpha(torch.linspace(1.0, 1e-5, steps + 1, dtype=torch.float64)).tolist()
+    reveal_p = [(alpha[k + 1] - alpha[k]) / (1 - alpha[k]) for k in range(steps - 1)] + [1.0]
+    exact = tau_leaping_law(joint, reveal_p)
+    assert exact.sum().item() == pytest.approx(1.0, abs=1e-12)
+    generator = torch.Generator().manual_seed(0)
+    tokens = tau_leaping_sample(joint.oracle_denoiser(), steps=steps, mask_id=2, length=3, batch_size=n,
+                                schedule=schedule, generator=generator, record_history=False).tokens
+    frequency = torch.bincount(joint.index(tokens), minlength=8).double() / n
+    stderr = (exact * (1 - exact) / n).sqrt()
+    assert bool(((frequency - exact).abs() < 4 * stderr).all()), (frequency, exact)
+    # three steps reveal tokens together: the law is measurably not the data law, so the check above has teeth
+    assert (exact - joint.probs).abs().max() > 10 * stderr.max()
 
 
 def test_first_and_forced_final_steps_are_counted():

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_transformer
+from minimdm.energy import BetaCDFSchedule
 from minimdm.mdm.sampler import generate, guided_logits, transfer_counts
 from minimdm.mdm.schedules import CosineSchedule
 from minimdm.toys import EnumerableJoint, MarkovChain
@@ -45,6 +46,23 @@ def test_transfer_counts_sum_to_the_masked_count(num_masked, steps):
     assert counts.max() - counts.min() <= 1 and bool((counts[0, :-1] >= counts[0, 1:]).all())  # remainder first
     cosine = transfer_counts(torch.tensor([num_masked, num_masked // 2]), steps, CosineSchedule())
     assert cosine.sum(1).tolist() == [num_masked, num_masked // 2]
+
+
+@pytest.mark.parametrize("schedule, num_masked, steps, expected", [
+    # cosine alpha_t = cos(pi t / 2) at t = 1, 3/4, 1/2, 1/4, 0: 0, .383, .707, .924, 1
+    #   m = 10: 10 alpha = 0, 3.83, 7.07, 9.24, 10 -> 0, 4, 7, 9, 10;  m = 3: 0, 1.15, 2.12, 2.77, 3 -> 0, 1, 2, 3, 3
+    (CosineSchedule(), [10, 3], 4, [[4, 3, 2, 1], [1, 1, 1, 0]]),
+    # cosine at t = 1, .8, .6, .4, .2, 0: 0, .309, .588, .809, .951, 1
+    #   m = 3: 0, .93, 1.76, 2.43, 2.85, 3 -> 0, 1, 2, 2, 3, 3
+    (CosineSchedule(), [3], 5, [[1, 1, 0, 1, 0]]),
+    # Beta(1, 1) = cos^2(pi t / 2) at t = 1, 3/4, 1/2, 1/4, 0: 0, .146, .5, .854, 1; m = 10 -> 0, 1, 5, 9, 10
+    (BetaCDFSchedule(1, 1), [10], 4, [[1, 4, 4, 1]]),
+    # cos^2 at t = 1, 2/3, 1/3, 0: 0, 1/4, 3/4, 1; m = 7: 0, 1.75, 5.25, 7 -> 0, 2, 5, 7
+    (BetaCDFSchedule(1, 1), [7], 3, [[2, 3, 2]]),
+], ids=["cosine-4", "cosine-5", "sin2-4", "sin2-3"])
+def test_transfer_counts_follow_a_schedule_worked_out_by_hand(schedule, num_masked, steps, expected):
+    """Revealed by step j = round(m alpha(1 - j/n)), differenced; the alpha values are worked out by hand above."""
+    assert transfer_counts(torch.tensor(num_masked), steps, schedule).tolist() == expected
 
 
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
