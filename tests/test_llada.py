@@ -346,9 +346,11 @@ def test_standard_error_shrinks_as_one_over_sqrt_n_and_l_beats_t(conditional_cas
 
 
 def test_multiple_choice_with_common_random_numbers(chain):
-    """The oracle ranks the truly likeliest continuation first. (Whether CRN reduces the noise of score
-    differences depends on the model: with this peaky chain the draws of two choices are negatively correlated,
-    so it does not; notebook 05 measures it on a trained model.)"""
+    """The oracle ranks the truly likeliest continuation first. With common random numbers two different choices of
+    one length are scored under the same masks, call by call (a spy reads them off the denoiser's inputs); with
+    independent streams the masks differ. (Whether CRN reduces the noise of score differences depends on the model:
+    with this peaky chain the draws of two choices are negatively correlated, so it does not; notebook 05 measures
+    it on a trained model.)"""
     den = chain.oracle_denoiser()
     gen = torch.Generator().manual_seed(3)
     items = []
@@ -361,13 +363,26 @@ def test_multiple_choice_with_common_random_numbers(chain):
     accuracy, _ = multiple_choice_accuracy(den, items, V, mc_num=256, batch_size=16)
     assert accuracy.mean == 1.0
 
-    # CRN: every candidate is scored under the same random stream, so two identical candidates tie exactly
     prompt, choices, _ = items[0]
-    same = score_choices(den, prompt, [choices[0], choices[0]], V, common_random_numbers=True, mc_num=32, batch_size=16)
-    assert same[0].mean == same[1].mean
-    independent = score_choices(den, prompt, [choices[0], choices[0]], V, common_random_numbers=False, mc_num=32,
-                                batch_size=16)
-    assert independent[0].mean != independent[1].mean
+    assert not torch.equal(choices[0], choices[1])
+
+    def inputs_per_choice(common_random_numbers):  # the denoiser's inputs: 2 calls (32 draws / 16) per choice
+        seen = []
+
+        def spy(xt):
+            seen.append(xt.clone())
+            return den(xt)
+
+        score_choices(spy, prompt, choices[:2], V, common_random_numbers=common_random_numbers, mc_num=32,
+                      batch_size=16)
+        assert len(seen) == 4
+        return seen[:2], seen[2:]
+
+    first, second = inputs_per_choice(True)
+    assert all(torch.equal(a == V, b == V) for a, b in zip(first, second))  # the same masked positions
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))  # of different answers
+    first, second = inputs_per_choice(False)
+    assert not any(torch.equal(a == V, b == V) for a, b in zip(first, second))
 
 
 def test_corpus_nelbo_matches_the_entropy_rate(chain):

@@ -460,6 +460,148 @@ def test_diffpure_matches_the_exact_moments_of_gaussian_data():
     _assert_moments(purified, *_reverse_moments(t_star, mean, var, math.sqrt(abar) * x, 1 - abar))
 
 
+def _point_mass_base(mean: torch.Tensor) -> DiffusionModel:
+    """A frozen pixel-space base whose eps-net is _ExactEps of a point mass at ``mean`` (one value per pixel)."""
+    base = DiffusionModel(None, n_steps=ORACLE_STEPS, hidden=8).requires_grad_(False)
+    base.eps_net = _ExactEps(mean)
+    return base
+
+
+@pytest.mark.parametrize("steps, moved", [(1, 0.03), (4, 0.1)])
+def test_pgd_advdm_steps_away_from_a_point_mass_by_the_sign_of_the_exact_gradient(steps, moved):
+    """With the exact eps of a point mass m, eps_hat - eps = sqrt(abar_t / (1 - abar_t)) (x - m) whatever the noise,
+    so the loss is a positive mix of |x - m|^2 over the drawn t and its gradient has the sign of x - m for every
+    draw. Ascent by eta = 0.03 with projection onto eps = 0.1 and [-1, 1] then gives, after k steps,
+    x' = clip(x + min(k eta, eps) sign(x - m), -1, 1): 0.03 after one step, the ball's edge 0.1 after four (not
+    0.12). Each step is one call of the eps-net on the empty prompt."""
+    mean = 0.25 * (-1.0) ** torch.arange(64)  # between some pixels and 0: sign(x - m) is not sign(x)
+    ramp = torch.linspace(-0.99, 0.99, 64)
+    images = torch.stack([ramp, ramp.flip(0)]).reshape(2, 1, 8, 8)
+    assert float((images.flatten(1) - mean).abs().min()) > 0.01  # no pixel sits on m, where the sign would be 0
+    base = _point_mass_base(mean)
+    protected = pgd_advdm(base, images, epsilon=0.1, steps=steps, step_size=0.03, samples=4)
+    expected = (images + moved * (images.flatten(1) - mean).sign().reshape(images.shape)).clamp(-1, 1)
+    torch.testing.assert_close(protected, expected, rtol=0, atol=1e-6)
+    assert linf(protected, images) <= 0.1 + 1e-6
+    assert [slots for _, slots in base.eps_net.calls] == [[NULL_SLOT]] * steps
+
+
+def _spy_on_aspl(monkeypatch) -> list[dict]:
+    """Wrap aspl's two stages, recording each call in order: the model, its eps-net parameters before and after,
+    the arguments, and for PGD the global RNG state it starts from and its result."""
+    import minimdm.rid.defenses as defenses
+
+    events, fine_tune, pgd = [], defenses._fine_tune, defenses._pgd
+    flat = lambda model: nn.utils.parameters_to_vector(model.eps_net.parameters()).detach().clone()  # noqa: E731
+
+    def spy_fine_tune(model, optimizer, z0, steps, *args):
+        before = flat(model)
+        fine_tune(model, optimizer, z0, steps, *args)
+        events.append(dict(stage="tune", model=model, z0=z0.clone(), steps=steps, before=before, after=flat(model)))
+
+    def spy_pgd(model, clean, start, epsilon, steps, step_size, slot, samples):
+        event = dict(stage="pgd", model=model, before=flat(model), clean=clean, start=start.clone(), epsilon=epsilon,
+                     steps=steps, step_size=step_size, slot=slot, samples=samples, rng=torch.get_rng_state())
+        event["out"] = pgd(model, clean, start, epsilon, steps, step_size, slot, samples)
+        events.append(event)
+        return event["out"]
+
+    monkeypatch.setattr(defenses, "_fine_tune", spy_fine_tune)
+    monkeypatch.setattr(defenses, "_pgd", spy_pgd)
+    return events
+
+
+def test_aspl_rounds_tune_a_fresh_copy_on_clean_photos_attack_it_then_tune_the_surrogate(digits, monkeypatch):
+    """Anti-DreamBooth's round, in order: (i) a fresh copy of the surrogate tuned fine_tune_steps steps on the clean
+    latents, (ii) pgd_steps PGD steps on slot NEW_TOKEN against that copy, from the last round's x' (round 1: the
+    photos) inside the eps-ball of the photos, (iii) the one surrogate tuned on the latents of the new x'. The
+    surrogate starts as the base with NEW_TOKEN's embedding set to the empty prompt's; the last x' is returned."""
+    events = _spy_on_aspl(monkeypatch)
+    torch.manual_seed(0)
+    base = DiffusionModel(Autoencoder(), hidden=16, depth=1).eval().requires_grad_(False)
+    photos, rounds = digits.identity_photos(3), 3
+    protected = aspl(base, photos, 0.1, rounds=rounds, fine_tune_steps=2, pgd_steps=2)
+    assert [e["stage"] for e in events] == ["tune", "pgd", "tune"] * rounds
+    surrogate_start = copy.deepcopy(base)
+    with torch.no_grad():
+        embedding = surrogate_start.eps_net.class_embedding.weight
+        embedding[NEW_TOKEN] = embedding[NULL_SLOT]
+    surrogate_params = nn.utils.parameters_to_vector(surrogate_start.eps_net.parameters())
+    previous_x, surrogate = photos, events[2]["model"]
+    with torch.no_grad():
+        clean_z0 = base.encode(photos)
+    for r in range(rounds):
+        tune, attack, update = events[3 * r: 3 * r + 3]
+        learner = tune["model"]
+        assert learner is attack["model"] and learner is not surrogate and update["model"] is surrogate
+        assert all(learner is not events[3 * s]["model"] for s in range(r))  # a fresh copy every round
+        assert torch.equal(tune["before"], surrogate_params)  # copied from the surrogate as it stands
+        assert tune["steps"] == 2 and torch.equal(tune["z0"], clean_z0)
+        assert torch.equal(attack["before"], tune["after"])  # PGD attacks the tuned copy
+        assert attack["slot"] == NEW_TOKEN and attack["steps"] == 2 and attack["epsilon"] == 0.1
+        assert attack["step_size"] == pytest.approx(0.01) and torch.equal(attack["clean"], photos)
+        assert torch.equal(attack["start"], previous_x)
+        assert torch.equal(update["before"], surrogate_params) and update["steps"] == 2
+        with torch.no_grad():
+            assert torch.equal(update["z0"], base.encode(attack["out"]))
+        assert not torch.equal(update["after"], update["before"])
+        previous_x, surrogate_params = attack["out"], update["after"]
+    assert torch.equal(protected, previous_x)
+
+
+def test_aspl_pgd_step_follows_the_sign_of_a_finite_difference_gradient(digits, monkeypatch):
+    """One round, one PGD step of size eta = 0.05 < eps = 0.1 from photos kept off the [-1, 1] edges: every pixel
+    moves to x + eta sign(g), g the gradient of that step's Monte Carlo loss against the tuned copy. g is taken here
+    by central differences in float64 (h = 1e-5), replaying the RNG state PGD started from at every evaluation so
+    that all evaluations see the same t and noise."""
+    events = _spy_on_aspl(monkeypatch)
+    torch.manual_seed(0)
+    base = DiffusionModel(None, n_steps=ORACLE_STEPS, hidden=16, depth=1).double().requires_grad_(False)
+    photos = 0.8 * digits.identity_photos(2).double()
+    protected = aspl(base, photos, 0.1, rounds=1, fine_tune_steps=1, pgd_steps=1, step_size=0.05, samples=4)
+    attack = events[1]
+    learner, h = attack["model"], 1e-5
+
+    def loss(images):
+        torch.set_rng_state(attack["rng"])
+        with torch.no_grad():
+            return float(diffusion_loss_of_images(learner, images, NEW_TOKEN, 4).sum())
+
+    gradient = torch.zeros(photos.numel(), dtype=torch.float64)
+    for i in range(photos.numel()):
+        step = torch.zeros(photos.numel(), dtype=torch.float64)
+        step[i] = h
+        gradient[i] = (loss(photos + step.reshape(photos.shape)) - loss(photos - step.reshape(photos.shape))) / (2 * h)
+    assert float(gradient.abs().min()) > 1e-6  # every sign is well defined
+    torch.testing.assert_close(protected, photos + 0.05 * gradient.sign().reshape(photos.shape), rtol=0, atol=1e-12)
+
+
+def test_train_defender_trains_a_zero_started_defender_on_adv_sds_against_frozen_bases(digits, untrained_bases,
+                                                                                     monkeypatch):
+    """train_defender hands the trainer a Defender whose perturbation is 0 (zero head), the loss
+    adv_sds_loss(defender, bases, images of the batch), batches of batch_size training digits, and the step count,
+    learning rate and seed asked for; the bases are frozen first and the defender comes back frozen, in eval mode."""
+    seen = {}
+    monkeypatch.setattr("minimdm.rid.defenses.train",
+                        lambda model, loss, batch, cfg: seen.update(model=model, loss=loss, batch=batch, cfg=cfg))
+    bases = [copy.deepcopy(untrained_bases["latent"]).requires_grad_(True), untrained_bases["pixel"]]
+    defender = train_defender(bases, digits.base_training_set(), 0.1, steps=7, batch_size=5, lr=0.02, seed=3)
+    assert defender is seen["model"] and not defender.training
+    assert not any(p.requires_grad for p in defender.parameters())
+    assert not any(p.requires_grad for base in bases for p in base.parameters())
+    cfg, photos = seen["cfg"], digits.identity_photos(4)
+    assert (cfg.steps, cfg.lr, cfg.seed) == (7, 0.02, 3)
+    assert torch.equal(defender.protect(photos), photos)
+    images, labels = seen["batch"](0)
+    assert images.shape == (5, 1, 8, 8) and not bool((labels == digits.identity).any())
+    with torch.no_grad():
+        defender.net.head[-1].weight.normal_(0, 1)  # a non-zero delta, so a loss on the clean images would differ
+        torch.manual_seed(11)
+        got = seen["loss"](defender, (photos, labels[:4]))
+        torch.manual_seed(11)
+        assert torch.equal(got, adv_sds_loss(defender, bases, photos))
+
+
 def test_autoencoder_latents_have_unit_std_and_decode_undoes_the_scale(digits):
     """After training, latent_scale is the std of the raw encoder outputs over the training images, so encode() of
     those images has std 1, and decode(encode(x)) equals decoder(encoder(x)): the scale cancels."""

@@ -353,3 +353,165 @@ def test_branch_denoiser_sends_rows_with_a_masked_prompt_to_the_unconditional_de
                                                   -math.log(tokenizer.vocab_size), dtype=torch.float64), atol=1e-12)
     with pytest.raises(ValueError, match="prompt_length=0"):
         branch_denoiser(exact, flat, prompt_length=0, mask_id=mask_id)
+
+
+class _TableDenoiser:
+    """A stub denoiser: each row's output is log table[that row's state] (L, V), a fixed table of probabilities
+    keyed by the whole state (an unlisted state raises KeyError). Records the batches it is called on."""
+
+    def __init__(self, table):
+        self.table, self.seen = table, []
+
+    def __call__(self, x):
+        self.seen.append([tuple(row) for row in x.tolist()])
+        return torch.tensor([self.table[tuple(row)] for row in x.tolist()], dtype=torch.float64).log()
+
+
+def test_greedy_infill_commits_the_most_confident_mask_each_step_from_fresh_predictions():
+    """V = 3, mask 3. Row A: confidences (.5, .7, .6) put position 2 first (token 1); the next call makes position 0
+    the most confident (.8 > .55, token 2), though the first call ranked it last; then position 3 gets token 0,
+    not the first call's argmax 2. Row B in parallel: position 3 (.8, token 2), 0 (.7, token 0), 1 (.5, token 1).
+    Visible positions are ignored even at probability .98. One call per step, on the current states."""
+    M, high = 3, [0.98, 0.01, 0.01]
+    a, b = [(M, 2, M, M), (M, 2, 1, M), (2, 2, 1, M)], [(M, M, 0, M), (M, M, 0, 2), (0, M, 0, 2)]
+    table = {a[0]: [[.5, .3, .2], high, [.1, .7, .2], [.2, .2, .6]],
+             a[1]: [[.1, .1, .8], high, high, [.4, .55, .05]],
+             a[2]: [high, high, high, [.9, .05, .05]],
+             b[0]: [[.3, .3, .4], [.2, .6, .2], high, [.1, .1, .8]],
+             b[1]: [[.7, .2, .1], [.05, .35, .6], high, high],
+             b[2]: [high, [.2, .5, .3], high, high]}
+    denoiser = _TableDenoiser(table)
+    filled = greedy_infill(denoiser, torch.tensor([a[0], b[0]]), mask_id=M)
+    assert denoiser.seen == [[a[0], b[0]], [a[1], b[1]], [a[2], b[2]]]
+    assert filled.tolist() == [[2, 2, 1, 0], [0, 1, 0, 2]]
+
+
+def test_greedy_infill_with_guidance_ranks_by_the_guided_probabilities():
+    """w = 1: guided logits 2 log p_c - log p_u, the unconditional row masking only the starting canvas's visible
+    token. State (1, M, M): at position 1 p_c = p_u = (.6, .2, .2), so guided = (.6, .2, .2); at position 2
+    p_c = (.2, .7, .1), p_u = (.1, .8, .1), guided ∝ (.4, .6125, .1), top .6125 / 1.1125 = .55 < .6: position 1
+    goes first (token 0), though unguided confidence .7 would pick position 2. Then the unconditional row keeps
+    that filled 0: (M, 0, M). Position 2: p_c = (.45, .5, .05), p_u = (.2, .7, .1), guided ∝ (1.0125, .357, .025):
+    token 0, where the conditional argmax is 1."""
+    M, high = 3, [0.98, 0.01, 0.01]
+    table = {(1, M, M): [high, [.6, .2, .2], [.2, .7, .1]], (M, M, M): [high, [.6, .2, .2], [.1, .8, .1]],
+             (1, 0, M): [high, high, [.45, .5, .05]], (M, 0, M): [high, high, [.2, .7, .1]]}
+    denoiser = _TableDenoiser(table)
+    filled = greedy_infill(denoiser, torch.tensor([[1, M, M]]), mask_id=M, cfg_scale=1.0)
+    assert denoiser.seen == [[(1, M, M), (M, M, M)], [(1, 0, M), (M, 0, M)]]
+    assert filled.tolist() == [[1, 0, 0]]
+
+
+def _first_agreeing_line(lines: torch.Tensor, row: torch.Tensor, visible: torch.Tensor) -> int | None:
+    """Index of the first of ``lines`` (N, L) equal to ``row`` at its visible positions, None if there is none."""
+    agree = (lines[:, : len(row)][:, visible] == row[visible]).all(1).nonzero().flatten()
+    return int(agree[0]) if len(agree) else None
+
+
+class _LineMemory:
+    """A stub that knows a list of lines and nothing else: at each position it puts probability 0.9 on the token of
+    the first known line agreeing with what it can see (else on '.', which matches no fact). As an MDM it sees the
+    visible tokens of the canvas; as an ARM (``causal``) the prefix, kept on the KV cache object."""
+
+    def __init__(self, tokenizer, lines, causal=False):
+        self.lines = torch.tensor([tokenizer.encode(line) for line in lines])
+        self.vocab_size, self.filler = tokenizer.vocab_size, tokenizer.encode(".")[0]
+        self.mask_id = self.vocab_size
+        self.config = type("Config", (), {"causal": causal})()
+
+    def _log_probs(self, tokens):  # (L,) -> the stub's (V,) probabilities for each position, logged
+        probs = torch.full((len(tokens), self.vocab_size), 0.1 / (self.vocab_size - 1), dtype=torch.float64)
+        index = _first_agreeing_line(self.lines, tokens, tokens != self.mask_id)
+        targets = self.lines[index, : len(tokens)] if index is not None else torch.full_like(tokens, self.filler)
+        probs[torch.arange(len(tokens)), targets] = 0.9
+        return probs.log()
+
+    def __call__(self, x, kv_cache=None):
+        if not self.config.causal:
+            return torch.stack([self._log_probs(row) for row in x])
+        kv_cache.seen = torch.cat([kv_cache.seen, x], 1) if hasattr(kv_cache, "seen") else x
+        prefix = kv_cache.seen[:, 1:]  # after the start token; predict the next position from the known lines
+        masked = torch.cat([prefix, torch.full_like(prefix[:, :1], self.mask_id)], 1)
+        next_log_probs = torch.stack([self._log_probs(row)[-1] for row in masked])  # (B, V)
+        return next_log_probs[:, None].expand(-1, x.shape[1], -1)
+
+
+def test_reverse_curse_scores_of_stubs_that_memorise_known_lines():
+    """Four facts A_i is B_i; the stub knows the lines [A0 is B0., A1 is B1., A0 is B3., A3 is B3., B1 is A1.].
+    forward "A_i is _": facts 0, 1, 3 have a line (3/4). reverse_infill "_ is B_i.": fact 0 and 1 find theirs, fact 3
+    finds "A0 is B3." first and writes A0, fact 2 nothing (2/4). reverse_query "B_i is _": only "B1 is A1." (1/4).
+    The same memory read left to right (an ARM) scores 3/4 and 1/4, and cannot infill (None)."""
+    from minimdm.data.facts import Fact
+    from minimdm.smdm import reverse_curse_scores
+
+    facts = [Fact("kobi moki", "tine notu"), Fact("kime mege", "sana pola"), Fact("bugu vudi", "nose lila"),
+             Fact("bavi kubi", "rure ruta")]
+    lines = [facts[0].forward, facts[1].forward, f"{facts[0].name} is {facts[3].description}.", facts[3].forward,
+             facts[1].reverse]
+    tokenizer = TaskTokenizer()
+    mdm, arm = _LineMemory(tokenizer, lines), _LineMemory(tokenizer, lines, causal=True)
+    assert reverse_curse_scores("mdm", mdm, facts, tokenizer) == {"forward": 0.75, "reverse_infill": 0.5,
+                                                                  "reverse_query": 0.25}
+    assert reverse_curse_scores("arm", arm, facts, tokenizer) == {"forward": 0.75, "reverse_infill": None,
+                                                                  "reverse_query": 0.25}
+
+
+def _cross_entropy_per_token(truth: MarkovChain, model: MarkovChain, length: int) -> float:
+    """E_truth[-log p_model(x)] / L for windows of a chain started at its own initial law pi_q, which is stationary
+    for ``truth`` here, so every position has marginal pi_q: (H(pi_q, pi_p) + (L - 1) sum_a pi_q(a) H(Q_a, T_a)) / L.
+    With truth = model it is the entropy of a window per token."""
+    first = -(truth.initial * model.initial.log()).sum()
+    step = -(truth.initial[:, None] * truth.transition * model.transition.log()).sum()
+    return float(first + (length - 1) * step) / length
+
+
+class _ExactArm:
+    """An ARM stub with the chain's exact next-token law: log pi_0 after the start token (id V), log T[x, :] after
+    token x."""
+
+    def __init__(self, chain):
+        self.chain, self.mask_id = chain, chain.vocab_size
+        self.config = type("Config", (), {"causal": True})()
+
+    def __call__(self, x):
+        after_start = self.chain.initial.log().expand(*x.shape, -1)
+        return torch.where((x == self.mask_id)[..., None], after_start,
+                           self.chain.transition.log()[x.clamp(max=self.mask_id - 1)])
+
+
+def test_shift_degradation_of_exact_models_is_the_windows_nll_under_the_training_chain():
+    """Models that know the training chain p exactly, scored on held-out windows of p (before) and of a drifted q
+    (after). The ARM's loss is then the windows' mean -log p(x) / L, summed here by a loop over tokens, and
+    relative_increase = after / before - 1. The MDM with the oracle denoiser has an unbiased ELBO (tight for exact
+    conditionals), so it matches the same means within 4 of its standard errors; both sit near the closed forms
+    E_p[-log p] / L and E_q[-log p] / L (window entropy and cross-entropy per token, not the entropy rate: the
+    first token has the marginal's entropy)."""
+    from minimdm.smdm import MarkovSource, shift_degradation
+
+    length, n = 8, 512
+    chain = MarkovChain(vocab_size=6, seed=0)
+    drifted = drifted_chain(chain, 1.0)
+    before, after = MarkovSource(chain, length, val_size=n), MarkovSource(drifted, length, val_size=n)
+    oracle = chain.oracle_denoiser()
+    mdm = type("OracleMDM", (), {"mask_id": chain.vocab_size, "__call__": lambda self, x: oracle(x)})()
+    table = shift_degradation({"arm": _ExactArm(chain), "mdm": mdm}, before, after, num_windows=n, draws=8)
+
+    def window_nll(windows):  # one value per window: -log p(x) / L by the chain's definition
+        values = []
+        for x in windows.tolist():
+            log_p = math.log(chain.initial[x[0]]) + sum(math.log(chain.transition[u, v]) for u, v in zip(x, x[1:]))
+            values.append(-log_p / length)
+        return torch.tensor(values, dtype=torch.float64)
+
+    exact = {"before": window_nll(before.val), "after": window_nll(after.val)}
+    closed_form = {"before": _cross_entropy_per_token(chain, chain, length),
+                   "after": _cross_entropy_per_token(drifted, chain, length)}
+    arm, mdm_row = table["arm"], table["mdm"]
+    for split in ("before", "after"):
+        assert arm[split] == pytest.approx(float(exact[split].mean()), rel=1e-12)
+        assert arm[f"{split}_se"] == pytest.approx(float(exact[split].std() / math.sqrt(n)), rel=1e-9)
+        assert abs(mdm_row[split] - float(exact[split].mean())) < 4 * mdm_row[f"{split}_se"]
+        assert abs(arm[split] - closed_form[split]) < 4 * arm[f"{split}_se"]
+    for row in (arm, mdm_row):
+        assert row["relative_increase"] == pytest.approx(row["after"] / row["before"] - 1, rel=1e-12)
+    assert closed_form["after"] - closed_form["before"] > 10 * max(arm["after_se"], mdm_row["after_se"])
