@@ -8,6 +8,7 @@ hardened against +-0.4 sign noise (``train_judge(sign_noise=0.4)``, scoring the 
 photos, uniform sign noise and RID defenders of several widths, depths and step counts at eps 0.2 and 0.4.
 Results: bench/results/rid_judge_sweep_h100.txt.
 """
+import argparse
 import os
 import time
 
@@ -19,6 +20,7 @@ from minimdm.rid.experiment import attack_and_judge
 from minimdm.rid.judge import accuracy, train_judge
 from minimdm.rid.metrics import identity_success_rate
 
+argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # --help
 QUICK = os.environ.get("SWEEP_QUICK") == "1"
 
 

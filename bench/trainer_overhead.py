@@ -5,6 +5,7 @@
 A 1-layer, d 8 MDM on a fixed 4 x 8 batch, one CPU thread, 400 steps each way. On a GPU this overhead is what
 separates the two at small batch sizes, where a step is bound by kernel launches rather than arithmetic.
 """
+import argparse
 import time
 
 import torch
@@ -22,6 +23,7 @@ def tiny_model():
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.set_num_threads(1)
     batch = torch.randint(0, 8, (4, 8))
     model = tiny_model()

@@ -7,6 +7,7 @@ The encoder and the text-pretrained LM are trained once; each variant then chang
 stages 2-3 (alignment, full tuning) and reports exact match per question kind on every held-out image, mean and
 std over seeds. Results: bench/results/vlm_tuning_sweep_h100.txt.
 """
+import argparse
 import dataclasses
 import os
 import time
@@ -20,6 +21,7 @@ from minimdm.vlm.encoder import classifier_accuracy
 from minimdm.vlm.sampling import evaluate
 from minimdm.vlm.stages import RecipeConfig, build_model, pretrain_encoder, pretrain_text, visual_tuning
 
+argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # --help
 QUICK = os.environ.get("SWEEP_QUICK") == "1"
 KINDS = ("digit", "parity", "plus", "describe", "turn 2")
 VARIANTS = {"encoder_lr_scale 0.05": dict(encoder_lr_scale=0.05), "recipe as in notebook 07": {},

@@ -3,6 +3,8 @@
     python tools/train_lab_char_mdm.py --out runs/lab_char_mdm            # CUDA: the shipped model
     python tools/train_lab_char_mdm.py --out runs/lab_quick --quick       # CPU smoke run in seconds
 
+Both read Tiny Shakespeare from ``data/cache/tinyshakespeare.txt``: copy it there, or add ``--download`` when online.
+
 Writes into ``--out``: ``model_fp16.safetensors`` (the network's weights in float16, what ships), ``config.json``
 (the model and training settings), ``tokenizer.json`` (the character vocabulary), ``metrics.json`` (validation
 NELBO with its standard error, steps, training seconds) and ``samples.txt`` (a few unconditional samples).
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from minimdm.data import load_corpus
 from minimdm.mdm.sampler import generate
 from minimdm.recipes import TextRecipe, train_text_mdm, validation_nelbo
 
@@ -36,11 +39,14 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, seconds")
     parser.add_argument("--max-seconds", type=float, default=240.0, help="training-time budget (default 240)")
+    parser.add_argument("--download", action="store_true",
+                        help="fetch Tiny Shakespeare into data/cache (checked by sha256) if it is not there")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         parser.error(f"--out {out} is not empty: choose a new folder")
     recipe = QUICK_RECIPE if args.quick else LAB_RECIPE
+    load_corpus(recipe.corpus, download=args.download)  # fills the data cache, or says what to do
     device = "cpu" if args.quick else "cuda"
     model, tokenizer, stream, result = train_text_mdm(recipe, device=device, compile=not args.quick,
                                                       progress=False, max_seconds=args.max_seconds)

@@ -7,7 +7,10 @@ One theorem and what follows from it:
   so the network needs no time input: s_theta(x_t, t) = a(t) c_theta(x_t)  (``concrete_score``).
 * **Four losses, one bound.** t-DSE, t-DCE, lambda-DCE and k-DCE (``LOSSES``) all estimate the same NELBO,
   which equals the expected NLL of an any-order autoregressive model (the core computes that average,
-  ``minimdm.mdm.elbo.elbo_over_orders``; ``exact_loss_expectation`` lets the tests compare against it).
+  ``minimdm.mdm.elbo.elbo_over_orders``; ``exact_loss_expectation`` lets the tests compare against it). The
+  time-indexed pair reaches it exactly with ``schedule="linear"``; RADD's log-linear schedule stops at mask ratio
+  1 - eps (alpha_1 = eps) and the geometric one inside (0, 1), so under those they estimate the integral over that
+  range only, a little below it (tested).
 * **Caching.** c_theta has no t, so while x_t does not change its output can be reused: ``tau_leaping_sample``
   with cache=True draws exactly the same samples with E-NFE = N [1 - (1 - 1/N)^L] network calls.
 * ``ordered_sample`` decodes one position per call in a given order, and ``ordered_nll`` is the exact NLL of that
