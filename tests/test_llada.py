@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
+from scipy.special import beta, betainc
 
 from minimdm.chat import answer_prompts, exact_match_report, run_chat
 from minimdm.data.tasks import TASKS, TaskTokenizer, make_examples, multiple_choice_items, pretraining_batch
-from minimdm.mdm.elbo import exact_elbo
+from minimdm.mdm.elbo import exact_elbo, subset_nll_table
 from minimdm.mdm.likelihood import answer_log_likelihood, corpus_nelbo, multiple_choice_accuracy, score_choices
 from minimdm.mdm.loss import mdm_pretrain_loss
 from minimdm.mdm.sampler import generate, guided_logits
@@ -392,6 +393,31 @@ def test_corpus_nelbo_matches_the_entropy_rate(chain):
     estimate = corpus_nelbo(den, sequences, V, num_draws=4, batch_size=128, generator=torch.Generator().manual_seed(0))
     true_nll = -chain.log_prob(sequences).mean().item() / 8
     assert abs(estimate.mean - true_nll) < 4 * estimate.stderr
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_pretraining_loss_averages_to_the_enumerated_bound_over_its_masking_range(chain, eps):
+    """LLaDA's loss masks with p = (1 - eps) t + eps, t ~ U(0, 1), and weights by 1/p, so its mean is
+    (1/(1 - eps)) sum_S g(S) int_eps^1 p^(|S|-1) (1 - p)^(L-|S|) dp / L, g(S) the oracle's summed NLL over the
+    masked set S: by enumerating S (the integral is a regularised incomplete beta). At eps = 0 that is the exact
+    ELBO, which for the oracle is -log p(x0) / L."""
+    den, length = chain.oracle_denoiser(), 5
+    x0 = chain.sample(1, length, generator=torch.Generator().manual_seed(1))[0]
+    subsets, nll = subset_nll_table(den, x0, V)
+    k, g = subsets.sum(1).double().numpy(), nll.sum(1).double().numpy()
+    k, g = k[k > 0], g[k > 0]  # the empty mask contributes nothing
+    integral = beta(k, length - k + 1) * (1 - betainc(k, length - k + 1, eps))
+    exact = float((g * integral).sum()) / (1 - eps) / length
+    if eps == 0.0:
+        assert exact == pytest.approx(-chain.log_prob(x0[None]).item() / length, rel=1e-10)
+    else:
+        # the loss averages the integrand over [eps, 1] only, leaving out its small-p end (the smallest values here):
+        # a different number from the ELBO, by far more than the error below
+        assert exact > exact_elbo(den, x0, V) / length + 0.05
+    torch.manual_seed(0)
+    batches = torch.tensor([mdm_pretrain_loss(den, x0.expand(500, -1), V, eps=eps).item() for _ in range(40)])
+    stderr = batches.std().item() / math.sqrt(len(batches))
+    assert abs(batches.mean().item() - exact) < 4 * stderr and stderr < 0.01
 
 
 # --- answering and chat -------------------------------------------------------------------------------------
