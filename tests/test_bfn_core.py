@@ -97,17 +97,31 @@ def test_bfn_losses_are_denoising_score_matching_with_likelihood_weighting():
 
 
 def test_discretised_output_and_losses():
+    """Bin masses are Normal CDF differences (outer bins take the tails), summed here with math.erf. An output
+    Gaussian centred on x (mu_x = x exactly, sigma_x a function of t) has L^r = -ln(mass of x's bin) at sigma_x(1).
+    One centred on x / 2 has k_hat depending on t alone, so E L^inf = int_0^1 -ln(sigma_1) sigma_1^(-2t) (x - k_hat(t))^2 dt
+    (trapezoid over t); for one centred on 0, k_hat = 0 by symmetry and E L^inf = (sigma_1^-2 - 1)/2 * mean x^2. Sampled
+    losses: 4 standard errors. (L^n against quadrature: tests/test_bfn_exact.py.)"""
     bins = discretised.Bins(17)
-    schedule = ContinuousSchedule(1e-3)
+    schedule = ContinuousSchedule(0.1)  # sigma_1^-2t spans 1..100: the sampled L^inf has a light enough tail
     centres = bins.centres(torch.float64)
     assert torch.allclose(bins.quantise(centres + 0.9 / 17), centres)
+
+    def normal_cdf(z):
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    def bin_mass(k, mean, std):  # mass of bin k (0..16) under N(mean, std^2), the outer bins extended to -+inf
+        left = -math.inf if k == 0 else (-1 + k * bins.width - mean) / std
+        right = math.inf if k == bins.num_bins - 1 else (-1 + (k + 1) * bins.width - mean) / std
+        return normal_cdf(right) - normal_cdf(left)
+
     mu_x = torch.tensor([[-0.95, 0.3]], dtype=torch.float64)
     probs = discretised.bin_probabilities(mu_x, torch.tensor([[1e-3, 0.5]], dtype=torch.float64), bins)
-    assert torch.allclose(probs.sum(-1), torch.ones(1, 2, dtype=torch.float64))
-    assert probs[0, 0].argmax() == bins.index(mu_x)[0, 0] and probs[0, 0].max() > 0.999
+    by_hand = torch.tensor([bin_mass(k, 0.3, 0.5) for k in range(17)], dtype=torch.float64)
+    assert torch.allclose(probs[0, 1], by_hand, atol=1e-14)
+    assert probs[0, 0, 0].item() == pytest.approx(1.0, abs=1e-14)  # 0.05 / 1e-3 = 50 std inside bin 0
 
-    # A model that knows x exactly (huge "network confidence") has small losses; a blind one has large ones.
-    x = bins.quantise(torch.rand(256, 8, dtype=torch.float64) * 2 - 1)
+    x = bins.quantise(torch.rand(4096, 8, dtype=torch.float64) * 2 - 1)
 
     def oracle(truth, log_sigma):
         def predict_bins(mu, t):
@@ -117,12 +131,25 @@ def test_discretised_output_and_losses():
             return discretised.bin_probabilities(*discretised.output_gaussian(net_out, mu, t, schedule), bins)
         return predict_bins
 
-    good, blind = oracle(x, -3.0), oracle(torch.zeros_like(x), 0.0)
-    assert discretised.reconstruction_loss(good, x, schedule, bins).mean() < 0.01
-    assert discretised.continuous_time_loss(good, x, schedule, bins).mean() < 0.01
-    assert discretised.continuous_time_loss(blind, x, schedule, bins).mean() > 1.0
-    l_n = discretised.discrete_time_loss(blind, x, schedule, bins, n_steps=10).mean()
-    assert torch.isfinite(l_n) and l_n > 0.5
+    # L^r, sigma_x(1) = sqrt((1 - gamma_1) / gamma_1) e^(log_sigma) with 1 - gamma_1 = sigma_1^2.
+    for log_sigma in (-3.0, math.log(0.5)):
+        sigma_x = max(1e-3, schedule.sigma_1 / math.sqrt(1 - schedule.sigma_1**2) * math.exp(log_sigma))
+        nll = torch.tensor([-math.log(bin_mass(k, c, sigma_x)) for k, c in enumerate(centres.tolist())], dtype=torch.float64)
+        exact = nll[bins.index(x)].mean(1)
+        loss = discretised.reconstruction_loss(oracle(x, log_sigma), x, schedule, bins)
+        assert torch.allclose(loss, exact, rtol=1e-9, atol=1e-12)
+
+    # A centred output would put most of L^inf at tiny t, where sigma_x ~ t^(-1/2) is large: too rare to sample.
+    times = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    k_hat = oracle(centres / 2, -3.0)(torch.zeros(len(times), 17, dtype=torch.float64), times) @ centres  # output means
+    weight = -schedule.log_sigma_1 * schedule.sigma_1 ** (-2 * times)
+    per_bin = torch.trapezoid(weight[:, None] * (centres - k_hat) ** 2, times, dim=0)  # (17,) E L^inf for each value of x
+    half = discretised.continuous_time_loss(oracle(x / 2, -3.0), x, schedule, bins)
+    stderr = half.std().item() / math.sqrt(len(half))
+    assert abs(half.mean().item() - per_bin[bins.index(x)].mean().item()) < 4 * stderr
+    blind = discretised.continuous_time_loss(oracle(torch.zeros_like(x), 0.0), x, schedule, bins)
+    exact_blind = (schedule.sigma_1**-2 - 1) / 2 * x.pow(2).mean().item()
+    assert abs(blind.mean().item() - exact_blind) < 4 * blind.std().item() / math.sqrt(len(blind))
 
 
 def test_discrete_losses_favour_the_true_posterior():

@@ -99,6 +99,32 @@ def test_discrete_solver_orders_on_exact_enumeration_denoiser():
     assert orders["bfn_solver2"] >= 1.8, orders
 
 
+# ------------------------------------------------------------------ the SDE solver's marginal
+
+
+def test_sde_solver_pp2_transports_the_exact_flow_marginal_to_t_equal_one():
+    """Started from exact flow draws at eta = 0.01 (x ~ mixture, mu ~ p_F(. | x; eta)), an exact SDE solver ends at the
+    flow marginal at t = 1: mean gamma_1 m and variance gamma_1^2 v + gamma_1 (1 - gamma_1), with (m, v) the mixture's
+    exact moments. 40 uniform steps of SDE-BFN-Solver++2 hit both within 4 standard errors; SDE-BFN-Solver++1 (same
+    noise) misses the variance by more, so the step count leaves the check able to fail."""
+    from minimdm.bfn.probes import mixture_moments
+
+    gmm, schedule, n, eta = two_component_1d(), ContinuousSchedule(0.02), 20000, 0.01
+    mean, cov = (float(m) for m in mixture_moments(gmm))
+    gamma_1 = float(schedule.gamma(1.0))
+    exact_mean, exact_var = gamma_1 * mean, gamma_1**2 * cov + gamma_1 * (1 - gamma_1)
+    grid = time_grid(40, eta, 1.0, "uniform_t", schedule)
+    mu_start = continuous.sample_flow(gmm.sample(n), torch.full((n,), eta, dtype=torch.float64), schedule)
+    z_scores, rng_state = {}, torch.get_rng_state()
+    for method in ("sde_bfn_solver++2", "sde_bfn_solver++1"):
+        torch.set_rng_state(rng_state)  # the same solver noise for both methods
+        mu = continuous_solvers.solve(gmm_denoiser(gmm, schedule), mu_start, grid, method, schedule, last_drop=False).x[:, 0]
+        stderr_mean, stderr_var = mu.std().item() / math.sqrt(n), (mu - mu.mean()).pow(2).std().item() / math.sqrt(n)
+        z_scores[method] = ((mu.mean().item() - exact_mean) / stderr_mean, (mu.var().item() - exact_var) / stderr_var)
+    assert all(abs(z) < 4 for z in z_scores["sde_bfn_solver++2"]), z_scores
+    assert abs(z_scores["sde_bfn_solver++1"][1]) > 4, z_scores
+
+
 # ------------------------------------------------------------------ quality at equal NFE
 
 

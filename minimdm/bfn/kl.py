@@ -15,7 +15,9 @@ def gaussian_to_mixture_kl(
     """Monte-Carlo estimate of KL(N(m_s, v I) || sum_k w_k N(m_k, v I)), averaged over ``n_samples`` draws.
 
     sender_mean (..., E), mixture_means (..., K, E), mixture_weights (..., K), variance broadcastable to (...)
-    -> (...). The Gaussian normalising constants are equal on both sides and cancel.
+    -> (...). The Gaussian normalising constants are equal on both sides and cancel. Weights are floored at 1e-30
+    (log 0 would be -inf), so a component given less weight than that is read as 1e-30: the KL then comes out too
+    small, by up to the weight's log-ratio to 1e-30.
     """
     variance = torch.as_tensor(variance, dtype=sender_mean.dtype, device=sender_mean.device)
     std = variance.sqrt().unsqueeze(-1)  # (..., 1) against (..., E)
