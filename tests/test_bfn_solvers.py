@@ -16,6 +16,7 @@ from minimdm.bfn.continuous import ContinuousSchedule
 from minimdm.bfn.discrete import DiscreteSchedule
 from minimdm.bfn.grids import time_grid, uniform_time_grid
 from minimdm.bfn.metrics import histogram_tv_2d, total_variation
+from minimdm.bfn.probes import mixture_moments
 from minimdm.toys.enumerable import EnumerableJoint
 from minimdm.toys.enumerable_discrete import factorised_law, posterior_marginals
 from minimdm.toys.gmm import eight_gaussians, two_component_1d
@@ -107,8 +108,6 @@ def test_sde_solver_pp2_transports_the_exact_flow_marginal_to_t_equal_one():
     flow marginal at t = 1: mean gamma_1 m and variance gamma_1^2 v + gamma_1 (1 - gamma_1), with (m, v) the mixture's
     exact moments. 40 uniform steps of SDE-BFN-Solver++2 hit both within 4 standard errors; SDE-BFN-Solver++1 (same
     noise) misses the variance by more, so the step count leaves the check able to fail."""
-    from minimdm.bfn.probes import mixture_moments
-
     gmm, schedule, n, eta = two_component_1d(), ContinuousSchedule(0.02), 20000, 0.01
     mean, cov = (float(m) for m in mixture_moments(gmm))
     gamma_1 = float(schedule.gamma(1.0))
