@@ -1,5 +1,6 @@
 """Long context (UltraLLaDA): the RoPE formulas, the passkey data, the document mask and the evaluators."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,9 +10,10 @@ from minimdm.longctx import (PACKING, VARIANTS, PasskeyTask, apply_rope_scaling,
                              passkey_grid, passkey_loss, predict_keys, rope_scaling, scaling_factor)
 from minimdm.longctx.evaluate import answer_outcomes
 from minimdm.mdm.likelihood import corpus_nelbo
-from minimdm.mdm.loss import mdm_pretrain_loss
+from minimdm.longctx.training import post_train
 from minimdm.mdm.sft import sft_loss
 from minimdm.nn import Transformer, TransformerConfig
+from minimdm.train import TrainConfig
 
 HEAD_DIM, BASE, T_TRAIN = 32, 1e4, 128
 
@@ -202,35 +204,95 @@ def test_document_mask_makes_a_pack_equal_its_documents_run_alone(task):
         torch.testing.assert_close(packed[:, where], alone, atol=2e-5, rtol=1e-4)
 
 
-def test_packed_loss_uses_the_mask_only_for_doc_mask(task):
-    """With the document mask, both terms (pretraining and SFT) are those of the doc-masked denoiser, bit for bit;
-    without it, those of the plain model."""
-    model = small_model(task.vocab_size)
-    batch = task.packs(2, 80, "doc_mask", max_doc_length=40, generator=torch.Generator().manual_seed(0))
-    parts = (batch.tokens, batch.answer_mask, batch.doc_ids)
-    losses = []
-    for use, denoiser in ((True, denoiser_with_mask(model, batch.doc_ids)), (False, model)):
-        torch.manual_seed(5)
-        pieces = (mdm_pretrain_loss(denoiser, batch.tokens, model.mask_id)
-                  + sft_loss(denoiser, batch.tokens, ~batch.answer_mask, model.mask_id))
-        torch.manual_seed(5)
-        losses.append(passkey_loss(model, parts, model.mask_id, use))
-        assert torch.equal(losses[-1], pieces), use
-    assert torch.isfinite(losses[0]) and not torch.equal(losses[0], losses[1])  # the mask matters in these packs
+# A hand-made pack of two rows, vocabulary {0, 1, 2}, mask 3: documents of 2 + 2 tokens in row 0, of 1 + 3 in row 1;
+# the answer ends the last document. The stub's prediction at each position is the same fixed distribution in both rows.
+TOKENS = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0]])
+ANSWER = torch.tensor([[False, False, True, True], [False, False, False, True]])
+DOC_IDS = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+BLOCK_DIAGONAL = torch.tensor([[[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]],
+                               [[1, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]]], dtype=torch.bool)
+PROBS = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25]], dtype=torch.float64)
 
 
-def test_passkey_loss_is_the_pretraining_loss_plus_the_sft_loss_on_the_answer(task):
-    model = small_model(task.vocab_size)
+class TableSpy:
+    """A denoiser with the fixed outputs PROBS at every row; records each input and attention mask it is given."""
+    mask_id = 3
+
+    def __init__(self):
+        self.inputs, self.masks = [], []
+
+    def __call__(self, x, attn_mask=None):
+        self.inputs.append(x.clone())
+        self.masks.append(attn_mask)
+        return PROBS.log().expand(len(x), -1, -1)
+
+
+def script_rand(monkeypatch, draws):
+    """torch.rand returns the given values in turn (float64, shapes checked), so every mask is chosen by hand."""
+    queue = [torch.tensor(d, dtype=torch.float64) for d in draws]
+
+    def rand(*size, **_):
+        size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+        assert tuple(size) == tuple(queue[0].shape)
+        return queue.pop(0)
+
+    monkeypatch.setattr(torch, "rand", rand)
+    return queue
+
+
+@pytest.mark.parametrize("use_doc_mask", [True, False])
+def test_passkey_loss_equals_a_hand_computation_on_scripted_masks(use_doc_mask, monkeypatch):
+    """Pretraining draw u = 1/4: t = (1/4, 3/4), p = 0.999 t + 0.001, positions with uniform < p masked anywhere;
+    the sum of CE / p over 8 positions. SFT draw u = 5/8: t = (5/8, 1/8), only answer positions masked, each row's sum
+    of CE / p over its answer length (2, 1), rows averaged. The model sees the doc mask only when asked."""
+    queue = script_rand(monkeypatch, [0.25, [[0.1, 0.5, 0.2, 0.9], [0.6, 0.8, 0.1, 0.7501]],  # 0.7501: p > 3/4 = t
+                                      0.625, [[0.0, 0.0, 0.5, 0.7], [0.0, 0.0, 0.0, 0.1]]])
+    spy = TableSpy()
+    loss = passkey_loss(spy, (TOKENS, ANSWER, DOC_IDS), mask_id=3, use_doc_mask=use_doc_mask)
+    p = [0.999 * t + 0.001 for t in (0.25, 0.75, 0.625, 0.125)]
+    # masked: row 0 at 0, 2 (targets 0, 2: probs 0.2, 0.8); row 1 at 0, 2, 3 (targets 2, 0, 0: probs 0.5, 0.1, 0.25)
+    pretraining = (-math.log(0.2 * 0.8) / p[0] - math.log(0.5 * 0.1 * 0.25) / p[1]) / 8
+    # masked: row 0 answer position 2 (target 2: 0.8); row 1 answer position 3 (target 0: 0.25)
+    answer = (-math.log(0.8) / p[2] / 2 - math.log(0.25) / p[3] / 1) / 2
+    assert loss.item() == pytest.approx(pretraining + answer, rel=1e-6) and not queue  # p is float32 (t is)
+    assert torch.equal(spy.inputs[0], torch.tensor([[3, 1, 3, 1], [3, 2, 3, 3]]))
+    assert torch.equal(spy.inputs[1], torch.tensor([[0, 1, 3, 1], [2, 2, 0, 3]]))
+    for mask in spy.masks:
+        assert torch.equal(mask, BLOCK_DIAGONAL) if use_doc_mask else mask is None
+    script_rand(monkeypatch, [0.25, [[0.1, 0.5, 0.2, 0.9], [0.6, 0.8, 0.1, 0.7501]]])
+    alone = passkey_loss(TableSpy(), (TOKENS, ANSWER, DOC_IDS), mask_id=3, use_doc_mask=use_doc_mask, answer_loss=False)
+    assert alone.item() == pytest.approx(pretraining, rel=1e-6)
+
+
+@pytest.mark.parametrize("strategy", PACKING)
+def test_post_training_passes_the_block_diagonal_mask_only_for_doc_mask(strategy, monkeypatch):
+    """Through post_train's own wiring, on the hand-made pack: 'doc_mask' gives the model the block-diagonal mask
+    A[b, i, j] = 1[doc(i) = doc(j)] written out above; 'direct' and 'eod' give it none."""
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias, self.masks = torch.nn.Parameter(torch.zeros(3)), []
+
+        def forward(self, x, attn_mask=None):
+            self.masks.append(attn_mask)
+            return self.bias.expand(*x.shape, 3)
+
+    spy, asked = Spy(), []
+    monkeypatch.setattr("minimdm.longctx.training.apply_rope_scaling", lambda model, scaling: spy)
+    def packs(batch, length, strategy):
+        asked.append(strategy)
+        return SimpleNamespace(tokens=TOKENS, answer_mask=ANSWER, doc_ids=DOC_IDS)
+
+    config = TrainConfig(steps=1, warmup_steps=0, progress=False, device="cpu")
+    post_train(SimpleNamespace(mask_id=3), None, SimpleNamespace(packs=packs), strategy, 4, 2, config)
+    assert asked == [strategy] and len(spy.masks) == 2  # one step: the pretraining and the SFT term
+    for mask in spy.masks:
+        assert torch.equal(mask, BLOCK_DIAGONAL) if strategy == "doc_mask" else mask is None
+
+
+def test_the_sft_term_is_zero_for_a_model_exact_on_the_answer(task):
+    """The SFT term masks and scores the answer only: a model that puts all its mass on the key scores -log 1 = 0."""
     batch = task.documents(4, 40, generator=torch.Generator().manual_seed(1))
-    parts = (batch.tokens, batch.answer_mask, batch.doc_ids)
-    torch.manual_seed(3)
-    pretraining = mdm_pretrain_loss(model, batch.tokens, model.mask_id)
-    answer = sft_loss(model, batch.tokens, ~batch.answer_mask, model.mask_id)
-    torch.manual_seed(3)
-    assert torch.equal(passkey_loss(model, parts, model.mask_id), pretraining + answer)
-    torch.manual_seed(3)
-    assert torch.equal(passkey_loss(model, parts, model.mask_id, answer_loss=False), pretraining)
-    # the SFT term masks and scores the answer only: a model that is exact on the answer has a zero SFT term
     oracle = NeedleOracle(task)
     assert sft_loss(oracle, batch.tokens, ~batch.answer_mask, oracle.mask_id).item() == 0.0
 

@@ -262,15 +262,45 @@ def test_ar_loss_equals_a_hand_computation_on_two_samples():
                                                            torch.ones(2, dtype=torch.float64)).item(), rel=1e-12)
 
 
-def test_mdm_loss_matches_its_pieces_and_trains_only_what_is_free():
+def test_mdm_dialogue_loss_equals_a_hand_computation_on_scripted_masks(monkeypatch):
+    """torch.rand scripted: u = 1/4 gives t = (1/4, 3/4), p = 0.999 t + 0.001, and an answer token is masked when its
+    uniform is < p (prompts never, whatever their uniform). The loss is each row's sum of -log q / p over its number of
+    answer tokens (3, 2), rows averaged, with q read off the fixed table below; the model sees x_t and the images."""
+    ids = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0]])
+    answer_mask = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    probs = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25]], dtype=torch.float64)
+    images, seen = object(), []
+
+    class Table:  # the same distribution at each position of every row, whatever the input
+        mask_id = 3
+
+        def __call__(self, xt, *extra):
+            seen.append((xt, extra))
+            return probs.log().expand(len(xt), -1, -1)
+
+    draws = [torch.tensor(0.25, dtype=torch.float64),  # 0.7501: masked at p = 0.75025, not at t = 0.75
+             torch.tensor([[0.1, 0.2, 0.9, 0.05], [0.0, 0.5, 0.7, 0.7501]], dtype=torch.float64)]
+
+    def scripted_rand(size, **_):
+        assert tuple(size) == tuple(draws[0].shape)
+        return draws.pop(0)
+
+    monkeypatch.setattr(torch, "rand", scripted_rand)
+    loss = mdm_dialogue_loss(Table(), (ids, answer_mask, images))
+    p0, p1 = 0.999 * 0.25 + 0.001, 0.999 * 0.75 + 0.001
+    # row 0 masks positions 1, 3 (targets 1, 1: q = 0.2, 0.5); row 1 masks positions 2, 3 (targets 0, 0: q = 0.1, 0.25)
+    row0 = -math.log(0.2 * 0.5) / p0 / 3
+    row1 = -math.log(0.1 * 0.25) / p1 / 2
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6) and not draws  # p is float32 (t is)
+    assert len(seen) == 1 and torch.equal(seen[0][0], torch.tensor([[0, 3, 2, 3], [2, 2, 3, 3]]))
+    assert seen[0][1] == (images,)
+
+
+def test_a_frozen_encoder_gets_no_gradient_and_the_connector_gets_one():
+    """Stages 2-3 keep the encoder frozen or slowed; frozen means no gradient at all, while the connector trains."""
     model = tiny_vlm()
     batch = batch_of([two_turn(), Dialogue(2, [Turn("describe", "describe", "thin 4")])])
-    torch.manual_seed(11)
-    loss = mdm_dialogue_loss(model, batch)
-    torch.manual_seed(11)
-    xt, is_masked, p = mask_answers(batch[0], batch[1], model.mask_id)
-    assert loss == masked_answer_loss(model(xt, batch[2]), batch[0], is_masked, batch[1], p)
-    freeze(model.encoder)  # stages 2-3 keep the encoder frozen or slowed; frozen means no gradient at all
+    freeze(model.encoder)
     mdm_dialogue_loss(model, batch).backward()
     assert all(q.grad is None for q in model.encoder.parameters())
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.connector.parameters())
