@@ -127,15 +127,20 @@ def test_elbo_estimates_are_unbiased(pairs, sampling):
     assert ((estimates.mean(0) - exact).abs() < 4 * stderr).all(), (estimates.mean(0), exact, stderr)
 
 
+def chain_pair(vocab, prompt, answer, scale, **chain_options):
+    """One pair drawn from a Markov chain (the rejected answer keeps the chosen prompt), its exact oracle as the
+    reference, and a policy that offsets the oracle's logits: (oracle, policy, chosen, rejected, answer_mask)."""
+    chain = MarkovChain(vocab_size=vocab, seed=0, **chain_options)
+    oracle, sequences = chain.oracle_denoiser(), chain.sample(2, prompt + answer, torch.Generator().manual_seed(0))
+    chosen, rejected = sequences[:1], sequences[1:].clone()
+    rejected[:, :prompt] = chosen[:, :prompt]
+    policy = LogitOffsetPolicy(oracle, prompt + answer, vocab, scale=scale)
+    return oracle, policy, chosen, rejected, torch.arange(prompt + answer) >= prompt
+
+
 def test_the_score_is_unbiased_and_the_loss_is_biased_upwards():
     """E s_hat = s exactly; E -log sigma(s_hat) >= -log sigma(s) (Jensen), on the Markov oracle."""
-    chain = MarkovChain(vocab_size=V, seed=0)
-    oracle = chain.oracle_denoiser()
-    sequences = chain.sample(2, PROMPT + ANSWER, torch.Generator().manual_seed(0))
-    chosen, rejected = sequences[:1], sequences[1:].clone()
-    rejected[:, :PROMPT] = chosen[:, :PROMPT]
-    answer_mask = torch.arange(PROMPT + ANSWER) >= PROMPT
-    policy = LogitOffsetPolicy(oracle, PROMPT + ANSWER, V, scale=0.5)
+    oracle, policy, chosen, rejected, answer_mask = chain_pair(V, PROMPT, ANSWER, scale=0.5)
     exact = exact_dpo_e(policy, oracle, chosen, rejected, answer_mask, V, beta=1.0)
     repeats = 1500
     generator = torch.Generator().manual_seed(2)
@@ -217,13 +222,8 @@ def test_estimator_statistics_reports_the_exact_score_variance_of_each_design(on
     two 3-token answers; the reported sample variance over R repeats lies within 4 of its standard errors,
     sqrt((mu_4 - (R-3)/(R-1) sigma^4) / R), mu_4 = kappa_4 + 3 sigma^4 also exact."""
     vocab, prompt, answer_length, budget, beta, repeats = 4, 2, 3, 4, 1.0, 200
-    chain = MarkovChain(vocab_size=vocab, concentration=0.5, seed=0)
-    oracle = chain.oracle_denoiser()
-    sequences = chain.sample(2, prompt + answer_length, torch.Generator().manual_seed(0))
-    chosen, rejected = sequences[:1], sequences[1:].clone()
-    rejected[:, :prompt] = chosen[:, :prompt]
-    answer_mask = torch.arange(prompt + answer_length) >= prompt
-    policy = LogitOffsetPolicy(oracle, prompt + answer_length, vocab, scale=1.0)
+    oracle, policy, chosen, rejected, answer_mask = chain_pair(vocab, prompt, answer_length, scale=1.0,
+                                                               concentration=0.5)
     rows = estimator_statistics(policy, oracle, chosen, rejected, answer_mask, vocab, estimator_family(budget),
                                 beta=beta, repeats=repeats)
     reported = {row["estimator"]: row["score_var"] for row in rows}
