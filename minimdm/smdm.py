@@ -22,9 +22,9 @@ import torch
 
 from minimdm.arm import check_kind, sample_arm, validation_loss
 from minimdm.data.facts import KEY_LETTERS, LOOKUP_LINE_END
-from minimdm.mdm.denoiser import check_mask_id, device_of, logits_of
+from minimdm.mdm.denoiser import check_mask_id, check_model_mask_id, check_token_ids, device_of, logits_of, token_limits
 from minimdm.mdm.likelihood import multiple_choice_accuracy
-from minimdm.mdm.sampler import generate, guided_logits
+from minimdm.mdm.sampler import check_cfg_scale, generate, guided_logits
 from minimdm.radd.sampling import tau_leaping_sample
 from minimdm.toys.enumerable import posterior_marginals
 
@@ -80,6 +80,9 @@ def greedy_infill(denoiser, canvas: torch.Tensor, mask_id: int, cfg_scale: float
     (prompt first, then the answer) does not cover. With ``cfg_scale`` the visible tokens of the starting
     canvas are the condition that the unconditional branch replaces by masks (SMDM's unsupervised CFG).
     """
+    check_cfg_scale(cfg_scale)
+    check_model_mask_id(denoiser, mask_id)
+    check_token_ids(canvas, "canvas", mask_id, token_limits(denoiser)[0], masks_allowed=True)
     x = canvas.clone()
     condition = x != mask_id  # the prompt of CFG: what was given, not what we fill in
     num_masked = (~condition).sum(1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import signal
@@ -73,10 +74,27 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (WeightAverage)
 
     def __post_init__(self):
+        for name in ("steps", "warmup_steps", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)  # a float would fail mid-run (range, modulo), -1 would act every step
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name}={value!r} must be an integer")
         if self.steps < 1:
             raise ValueError(f"steps={self.steps} must be >= 1")
+        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):  # nan passes every comparison below
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r} must be a finite number")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        if self.log_every < 1:
+            raise ValueError(f"log_every={self.log_every} must be >= 1")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: only at the end)")
+        if self.max_seconds is not None and not self.max_seconds >= 0:  # nan fails too
+            raise ValueError(f"max_seconds={self.max_seconds} must be >= 0 (None: no time limit)")
+        if len(self.betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas={self.betas!r} must be two numbers in [0, 1) (AdamW's beta1, beta2)")
         if self.warmup_steps < 0:  # warmup_steps >= steps is allowed: the rate then ramps up for the whole run
             raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0 (0: no warmup)")
         if self.weight_decay < 0:

@@ -210,3 +210,183 @@ def test_auto_device_honours_minimdm_device(monkeypatch):
         monkeypatch.setenv("MINIMDM_DEVICE", "cuda")
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("auto")
+
+
+# --- the public entry points of every subpackage: mistakes that used to pass silently or fail deep inside torch --
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"steps": 8.0}, "steps=8.0 must be a positive multiple"),
+    ({"gen_length": 8.0}, "gen_length=8.0 must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size=2.5: the batch is empty"),
+    ({"eos_id": -1, "logits_eos_inf": True}, r"eos_id=-1: allowed is an id in 0\.\.4"),  # used to mask token 4
+    ({"eos_id": 9, "logits_eos_inf": True}, r"eos_id=9: allowed is an id in 0\.\.4"),
+    ({"eot_id": 5}, "eot_id=5: allowed is"),  # the mask id
+])
+def test_generate_rejects_non_integer_counts_and_end_ids_outside_the_vocabulary(model, kwargs, match):
+    args = dict(gen_length=8, steps=8, mask_id=5) | kwargs
+    with pytest.raises(ValueError, match=match):
+        generate(model, None, **args)
+
+
+@pytest.mark.parametrize("x0,kwargs,match", [
+    (torch.zeros(2, 4), {}, "x0 must hold integer token ids, got dtype torch.float32"),
+    (torch.zeros(4, dtype=torch.long), {}, r"x0 must be a tensor of token ids of shape \(batch, length\)"),
+    (torch.full((2, 4), 5), {}, "x0 contains mask_id=5"),
+    (torch.full((2, 4), 7), {}, r"x0 holds token id 7; allowed are ids 0\.\.4"),
+    (torch.zeros(2, 4, dtype=torch.long), {"maskable": torch.ones(3, 4, dtype=torch.bool)},
+     r"maskable must be a bool tensor broadcastable to x0's shape \(2, 4\)"),
+])
+def test_elbo_draws_checks_its_tokens_and_maskable(model, x0, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        elbo_draws(model, x0, 5, **kwargs)
+    if not kwargs and x0.dim() == 2:  # corpus_nelbo reaches the same check
+        from minimdm.mdm.likelihood import corpus_nelbo
+
+        with pytest.raises(ValueError, match=match):
+            corpus_nelbo(model, x0, 5)
+
+
+@pytest.mark.parametrize("answer,kwargs,match", [
+    ([3, 4], {"cfg_scale": float("nan")}, "cfg_scale=nan must be a finite number >= 0"),  # used to return nan
+    ([3.7, 1.2], {}, "answer must hold integer token ids, got dtype torch.float32"),  # used to read 3 and 1
+    ([3, 7], {}, r"answer holds token id 7; allowed are ids 0\.\.4"),
+    ([3, -1], {}, "answer holds token id -1"),
+])
+def test_answer_log_likelihood_rejects_nan_guidance_and_bad_ids(model, answer, kwargs, match):
+    from minimdm.mdm.likelihood import answer_log_likelihood
+
+    with pytest.raises(ValueError, match=match):
+        answer_log_likelihood(model, [1, 2], answer, 5, mc_num=4, batch_size=2, **kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["tau_leaping", "ordered"])
+@pytest.mark.parametrize("kwargs,match", [
+    ({"mask_id": 2}, "mask_id=2 lies inside the vocabulary"),  # used to sample garbage
+    ({"mask_id": 9}, "mask_id=9 lies outside the model's embedding"),
+    ({"batch_size": 0}, "batch_size=0 must be a positive integer"),  # used to return an empty batch
+    ({"canvas": torch.full((1, 4), 5.0), "length": None}, "canvas must hold integer token ids"),
+    ({"canvas": torch.tensor([[7, 5, 5, 5]]), "length": None}, r"canvas holds token id 7; allowed are ids 0\.\.4"),
+])
+def test_radd_samplers_check_mask_id_batch_and_canvas(model, sampler, kwargs, match):
+    from minimdm.radd import ordered_sample, tau_leaping_sample
+
+    args = dict(mask_id=5, length=4) | kwargs
+    with pytest.raises(ValueError, match=match):
+        if sampler == "tau_leaping":
+            tau_leaping_sample(model, steps=4, **args)
+        else:
+            ordered_sample(model, **args)
+
+
+@pytest.mark.parametrize("name", ["t_dse", "t_dce", "lambda_dce", "k_dce"])
+def test_radd_losses_check_the_mask_id_and_the_tokens(model, name):
+    from minimdm.radd import get_loss
+
+    x0 = torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="mask_id=2 lies inside the vocabulary"):  # used to return a plausible loss
+        get_loss(name, 2)(model, x0)
+    with pytest.raises(ValueError, match=r"x0 must be integer token ids of shape \(batch, length\)"):
+        get_loss(name, 5)(model, x0.float())
+
+
+@pytest.mark.parametrize("steps,final_time,match", [
+    (0, 1e-5, "steps=0 must be a positive integer"),
+    (-3, 1e-5, "steps=-3 must be a positive integer"),
+    (4, 2.0, r"final_time=2.0 must lie in \(0, 1\)"),  # used to return probabilities on a grid running backwards
+])
+def test_reveal_probabilities_checks_steps_and_final_time(steps, final_time, match):
+    from minimdm.mdm.schedules import LinearSchedule
+    from minimdm.radd import reveal_probabilities
+
+    with pytest.raises(ValueError, match=match):
+        reveal_probabilities(steps, LinearSchedule(), final_time=final_time)
+
+
+@pytest.mark.parametrize("t", [0.0, -0.5, 1.5])  # t = 0 used to give an infinite score, the others garbage
+def test_concrete_score_time_outside_unit_interval(model, t):
+    from minimdm.radd import concrete_score
+
+    with pytest.raises(ValueError, match=r"t must lie in \(0, 1\]"):
+        concrete_score(model, torch.full((1, 4), 5), t)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"mask_id": 2}, "mask_id=2 lies inside the vocabulary"),  # used to return a plausible loss
+    ({"beta": float("nan")}, "beta=nan must be a finite number > 0"),  # used to return nan
+    ({"beta": -1.0}, "beta=-1.0 must be a finite number > 0"),  # used to learn the opposite preference
+    ({"answer_mask": torch.ones(3, dtype=torch.bool)}, r"answer_mask must have shape \(2, 4\) or \(4,\)"),
+    ({"sampling": "vrpo"}, "sampling='vrpo' must be an ELBOSampling"),
+])
+def test_dpo_e_checks_beta_mask_id_and_shapes(model, kwargs, match):
+    from minimdm.vrpo import ELBOSampling, dpo_e_loss, exact_dpo_e
+
+    chosen, rejected = torch.tensor([[1, 2, 3, 4], [0, 1, 2, 3]]), torch.tensor([[1, 2, 4, 4], [0, 1, 0, 0]])
+    args = dict(answer_mask=torch.tensor([False, False, True, True]), mask_id=5, sampling=ELBOSampling(2)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        dpo_e_loss(model, model, chosen, rejected, **args)
+    if "sampling" not in kwargs:
+        args.pop("sampling")
+        with pytest.raises(ValueError, match=match):
+            exact_dpo_e(model, model, chosen, rejected, **args)
+
+
+@pytest.mark.parametrize("prompt,kwargs,match", [
+    (None, {"mask_id": 2}, "mask_id=2 lies inside the vocabulary"),  # used to sample garbage
+    (None, {"temperature": float("nan")}, "temperature=nan must be a finite number >= 0"),  # used to write token 0
+    (None, {"batch_size": 0}, "batch_size=0 must be a positive integer"),
+    (None, {"schedule": "linear"}, "schedule='linear' must be a Schedule"),
+    (torch.tensor([[1.5, 2.0]]), {}, "prompt must hold integer token ids"),  # used to read 1.5 as token 1
+    (torch.tensor([[1, 5]]), {}, "prompt contains mask_id=5"),  # used to fill the prompt's mask in
+])
+def test_bernoulli_generate_checks_its_arguments_like_generate(model, prompt, kwargs, match):
+    from minimdm.energy import bernoulli_generate
+    from minimdm.mdm.schedules import LinearSchedule
+
+    args = dict(gen_length=4, steps=4, mask_id=5, schedule=LinearSchedule()) | kwargs
+    with pytest.raises(ValueError, match=match):
+        bernoulli_generate(model, prompt, **args)
+
+
+@pytest.mark.parametrize("canvas,kwargs,match", [
+    (torch.tensor([[1, 2, 2, 3]]), {"mask_id": 2}, "mask_id=2 lies inside the vocabulary"),  # used to "fill" token 2
+    (torch.tensor([[1, 5, 5, 3]]), {"cfg_scale": float("nan")}, "cfg_scale=nan must be a finite number >= 0"),
+    (torch.tensor([[1, 5, 5, 3]]), {"cfg_scale": -1.0}, "cfg_scale=-1.0 must be a finite number >= 0"),
+    (torch.tensor([[1.0, 5, 5, 3]]), {}, "canvas must hold integer token ids"),
+    (torch.tensor([1, 5, 5, 3]), {}, r"canvas must be a tensor of token ids of shape \(batch, length\)"),
+])
+def test_greedy_infill_checks_mask_id_guidance_and_canvas(model, canvas, kwargs, match):
+    from minimdm.smdm import greedy_infill
+
+    with pytest.raises(ValueError, match=match):
+        greedy_infill(model, canvas, **({"mask_id": 5} | kwargs))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": float("nan")}, "lr=nan must be a finite number"),  # used to train to nan weights
+    ({"grad_clip": float("nan")}, "grad_clip=nan must be a finite number"),
+    ({"steps": 2.5}, "steps=2.5 must be an integer"),
+    ({"log_every": 0}, "log_every=0 must be >= 1"),  # used to fail with ZeroDivisionError after the first step
+    ({"eval_every": -1}, "eval_every=-1 must be >= 0"),  # used to evaluate at every step
+    ({"checkpoint_every": -1}, "checkpoint_every=-1 must be >= 0"),  # used to checkpoint at every step
+    ({"max_seconds": -1}, "max_seconds=-1 must be >= 0"),
+    ({"betas": (1.5, 0.9)}, r"betas=\(1\.5, 0\.9\) must be two numbers in \[0, 1\)"),
+])
+def test_train_config_rejects_nan_and_non_integer_settings(kwargs, match):
+    from minimdm.train import TrainConfig
+
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"head_dim": 8.0}, "head_dim=8.0 must be an even integer"),
+    ({"train_length": float("nan")}, "train_length=nan must be a positive integer"),  # used to give base=nan
+    ({"target_length": float("nan")}, "target_length=nan must be >= train_length"),
+    ({"target_length": None, "factor": float("inf")}, "factor=inf must be a finite number > 0"),  # used: base=inf
+])
+def test_rope_scaling_rejects_nan_and_non_integer_sizes(kwargs, match):
+    from minimdm.longctx import rope_scaling
+
+    args = dict(head_dim=8, base=10000.0, train_length=16, target_length=64) | kwargs
+    with pytest.raises(ValueError, match=match):
+        rope_scaling("ntk", **args)

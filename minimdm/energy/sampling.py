@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from minimdm.mdm.denoiser import logits_of
-from minimdm.mdm.sampler import SampleResult, generate, gumbel_argmax
+from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, logits_of, token_limits
+from minimdm.mdm.sampler import SampleResult, check_positive_int, check_temperature, generate, gumbel_argmax
 from minimdm.mdm.schedules import Schedule
 
 
@@ -36,13 +36,16 @@ def bernoulli_generate(denoiser, prompt: torch.Tensor | None = None, *, gen_leng
     Same interface as ``generate``: prompt (B, P) or None (then batch_size rows); returns a SampleResult whose nfe
     counts denoiser calls (a step that reveals nothing skips the call: the prediction would not be used).
     """
-    if gen_length < 1:
-        raise ValueError(f"gen_length={gen_length} must be a positive integer")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0")
+    check_positive_int("gen_length", gen_length)
+    check_temperature(temperature)  # nan would turn every proposal into token 0
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule={schedule!r} must be a Schedule (e.g. BetaCDFSchedule(a, b) or LinearSchedule())")
+    check_model_mask_id(denoiser, mask_id)  # inside the vocabulary the sampler would run and return garbage
     device = prompt.device if prompt is not None else torch.device("cpu")
     if prompt is None:
+        check_positive_int("batch_size", batch_size)
         prompt = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+    check_token_ids(prompt, "prompt", mask_id, token_limits(denoiser)[0])  # (B, P) integer ids, no mask
     canvas = torch.full((prompt.shape[0], gen_length), mask_id, dtype=torch.long, device=device)
     x = torch.cat([prompt.long(), canvas], dim=1)  # (B, P + G)
     result = SampleResult(tokens=x, prompt_length=prompt.shape[1], mask_id=mask_id)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minimdm.mdm.denoiser import check_model_mask_id, logits_of
+from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, logits_of, token_limits
 from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
 from minimdm.mdm.schedules import Schedule, get_schedule
 
@@ -150,7 +150,12 @@ def elbo_draws(denoiser, x0: torch.Tensor, mask_id: int, estimator: str = "l", n
     if num_draws < 1:
         raise ValueError(f"num_draws={num_draws} must be >= 1")
     check_model_mask_id(denoiser, mask_id)
+    check_token_ids(x0, "x0", mask_id, token_limits(denoiser)[0])  # one reduction per call, not per draw
     batch = x0.shape[0]
+    if maskable is not None and (maskable.dtype != torch.bool or maskable.dim() > x0.dim() or any(
+            m not in (1, n) for m, n in zip(maskable.shape[::-1], x0.shape[::-1]))):
+        raise ValueError(f"maskable must be a bool tensor broadcastable to x0's shape {tuple(x0.shape)}, "
+                         f"got {maskable.dtype} {tuple(maskable.shape)}")
     maskable = torch.ones_like(x0, dtype=torch.bool) if maskable is None else maskable.expand_as(x0)
     n = maskable.sum(1)  # (B,) maskable length of each row
     if bool((n == 0).any()):

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from minimdm.mdm.denoiser import check_model_mask_id, device_of
+from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, device_of, token_limits
 from minimdm.mdm.elbo import Estimate, elbo_draws
-from minimdm.mdm.sampler import guided_logits
+from minimdm.mdm.sampler import check_cfg_scale, check_positive_int, guided_logits
 
 
 def _guided(denoiser, prompt_length: int, mask_id: int, cfg_scale: float):
@@ -41,7 +41,10 @@ def _guided(denoiser, prompt_length: int, mask_id: int, cfg_scale: float):
 
 
 def _as_ids(ids, name: str, device) -> torch.Tensor:
-    ids = torch.as_tensor(ids, dtype=torch.long, device=device)
+    ids = torch.as_tensor(ids, device=device)
+    if ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")  # 3.7 would be read as 3
+    ids = ids.long()
     if ids.dim() != 1:
         raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(ids.shape)}")
     return ids
@@ -62,15 +65,14 @@ def answer_log_likelihood(denoiser, prompt, answer, mask_id: int, *, estimator: 
     if batch_size < 1 or mc_num < 2 * batch_size or mc_num % batch_size:
         raise ValueError(f"mc_num={mc_num} must be a multiple of batch_size={batch_size} and at least twice it")
     check_model_mask_id(denoiser, mask_id)  # before the guidance wrapper hides the model's config
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale={cfg_scale} must be >= 0")
+    check_cfg_scale(cfg_scale)  # nan would make every estimate nan
     device = device_of(denoiser) if device is None else torch.device(device)
     prompt, answer = _as_ids(prompt, "prompt", device), _as_ids(answer, "answer", device)
     suffix = _as_ids(suffix, "suffix", device)
     if answer.numel() == 0:
         raise ValueError("answer is empty: there is nothing to score")
-    if any(bool((ids == mask_id).any()) for ids in (prompt, answer, suffix)):
-        raise ValueError(f"prompt, answer and suffix must not contain mask_id={mask_id}")
+    for name, ids in (("prompt", prompt), ("answer", answer), ("suffix", suffix)):
+        check_token_ids(ids, name, mask_id, token_limits(denoiser)[0], dim=1)  # no mask, ids in the vocabulary
     sequence = torch.cat([prompt, answer, suffix])  # (P + n + s,)
     position = torch.arange(sequence.numel(), device=sequence.device)
     maskable = (position >= prompt.numel()) & (position < prompt.numel() + answer.numel())  # the answer only
@@ -130,6 +132,7 @@ def corpus_nelbo_per_sequence(denoiser, sequences: torch.Tensor, mask_id: int, *
     models scored on the same rows with the same generator seed can be compared row by row (a paired difference)."""
     if sequences.dim() != 2:
         raise ValueError(f"sequences must have shape (num_sequences, length), got {tuple(sequences.shape)}")
+    check_positive_int("batch_size", batch_size)
     per_row = []
     for start in range(0, sequences.shape[0], batch_size):
         batch = sequences[start:start + batch_size]

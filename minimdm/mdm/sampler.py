@@ -21,11 +21,12 @@ plots only scrub a history.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 
-from minimdm.mdm.denoiser import check_mask_id, logits_of, token_limits
+from minimdm.mdm.denoiser import check_embedding_id, check_mask_id, check_token_ids, logits_of, token_limits
 from minimdm.mdm.schedules import Schedule
 
 REMASKING = ("low_confidence", "random")
@@ -99,45 +100,59 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> t
     return (logits.double() / temperature + gumbel).argmax(-1)
 
 
+def check_positive_int(name: str, value) -> None:
+    """Counts (steps, lengths, batch sizes) must be Python integers >= 1: a float fails deep inside torch."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def check_temperature(temperature) -> None:
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature >= 0):
+        # nan would turn every proposal into token 0
+        raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0 is greedy)")
+
+
+def check_cfg_scale(cfg_scale) -> None:
+    if not (isinstance(cfg_scale, numbers.Real) and math.isfinite(cfg_scale) and cfg_scale >= 0):
+        raise ValueError(f"cfg_scale={cfg_scale} must be a finite number >= 0 (0 turns guidance off)")
+
+
 def _check_arguments(gen_length, steps, block_length, remasking, temperature, cfg_scale, mask_id, vocab_size,
                      embedding_size):
-    if gen_length < 1:
-        raise ValueError(f"gen_length={gen_length} must be a positive integer")
-    if block_length < 1 or gen_length % block_length:
+    check_positive_int("gen_length", gen_length)
+    if isinstance(block_length, bool) or not isinstance(block_length, numbers.Integral) or block_length < 1 \
+            or gen_length % block_length:
         raise ValueError(f"gen_length={gen_length} must be divisible by block_length={block_length}")
     num_blocks = gen_length // block_length
-    if steps < 1 or steps % num_blocks:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1 or steps % num_blocks:
         raise ValueError(f"steps={steps} must be a positive multiple of the number of blocks ({num_blocks} = gen_length / block_length)")
     if steps > gen_length:  # every step past one token per step would run the network and commit nothing
         raise ValueError(f"steps={steps} exceeds gen_length={gen_length}: use at most one step per generated token")
     if remasking not in REMASKING:
         raise ValueError(f"remasking={remasking!r}: allowed values are {REMASKING}")
-    if not (math.isfinite(temperature) and temperature >= 0):  # nan would turn every proposal into token 0
-        raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0 is greedy)")
-    if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
-        raise ValueError(f"cfg_scale={cfg_scale} must be a finite number >= 0 (0 turns guidance off)")
+    check_temperature(temperature)
+    check_cfg_scale(cfg_scale)
     if vocab_size is not None:
         check_mask_id(mask_id, vocab_size)
-    if embedding_size is not None and not 0 <= mask_id < embedding_size:
-        raise ValueError(f"mask_id={mask_id} lies outside the model's embedding (ids 0..{embedding_size - 1}); "
-                         f"use the model's own mask id (model.mask_id)")
+    if embedding_size is not None:
+        check_embedding_id(mask_id, embedding_size)
+
+
+def _check_end_ids(eos_id, eot_id, mask_id, vocab_size) -> None:
+    """End-token ids index the logits: -1 would silently pick the last token, a large id fail inside torch."""
+    for name, value in (("eos_id", eos_id), ("eot_id", eot_id)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 or value == mask_id \
+                or (vocab_size is not None and value >= vocab_size):
+            allowed = "an id >= 0" if vocab_size is None else f"an id in 0..{vocab_size - 1} (the vocabulary)"
+            raise ValueError(f"{name}={value!r}: allowed is {allowed}, not the mask id, or None")
 
 
 def _check_prompt(prompt: torch.Tensor, mask_id: int, vocab_size: int | None) -> None:
-    if prompt.dim() != 2:
-        raise ValueError(f"prompt must have shape (batch, prompt_length), got {tuple(prompt.shape)}")
-    if prompt.shape[0] == 0:
+    if prompt.dim() == 2 and prompt.shape[0] == 0:
         raise ValueError("the batch is empty (prompt has 0 rows): ask for at least one sample")
-    if prompt.dtype not in (torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
-    if prompt.numel() == 0:
-        return
-    if bool((prompt == mask_id).any()):
-        raise ValueError(f"prompt contains mask_id={mask_id}; prompts must be fully visible")
-    low, high = int(prompt.min()), int(prompt.max())
-    if low < 0 or (vocab_size is not None and high >= vocab_size):
-        allowed = "ids >= 0" if vocab_size is None else f"ids 0..{vocab_size - 1} (the model's vocabulary)"
-        raise ValueError(f"prompt holds token id {low if low < 0 else high}; allowed are {allowed}")
+    check_token_ids(prompt, "prompt", mask_id, vocab_size)
 
 
 @torch.no_grad()
@@ -180,8 +195,11 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
                      embedding_size)
     if (logits_eos_inf or confidence_eos_eot_inf or eos_eot_last) and eos_id is None:
         raise ValueError("logits_eos_inf / confidence_eos_eot_inf / eos_eot_last need eos_id")
-    if prompt is None and batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: the batch is empty; ask for at least one sample")
+    _check_end_ids(eos_id, eot_id, mask_id, vocab_size)
+    if prompt is None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                           or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r}: the batch is empty; ask for at least one sample "
+                         f"(a positive integer)")
     if prompt is not None:
         device = prompt.device
     elif device is None:  # unconditional: the denoiser's device if it has parameters, else the CPU

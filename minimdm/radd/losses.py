@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minimdm.mdm.denoiser import check_model_mask_id
 from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
 from minimdm.mdm.loss import masked_cross_entropy
 from minimdm.mdm.schedules import Schedule
@@ -58,6 +59,9 @@ class RADDLoss:
         return masked_cross_entropy(logits, x0, noise.is_masked).sum(1)
 
     def per_sequence(self, model, x0: torch.Tensor, noise: NoiseDraw, maskable=None) -> torch.Tensor:
+        check_model_mask_id(model, self.mask_id)  # plain Python: free in the training loop
+        if x0.dim() != 2 or x0.is_floating_point():
+            raise ValueError(f"x0 must be integer token ids of shape (batch, length), got {x0.dtype} {tuple(x0.shape)}")
         xt = x0.masked_fill(noise.is_masked, self.mask_id)
         term = self.term(conditional_logits(model, xt, noise.mask_ratio), x0, noise)
         num_maskable = torch.full_like(noise.mask_ratio, x0.shape[1]) if maskable is None else maskable.sum(1).double()

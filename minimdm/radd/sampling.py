@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minimdm.mdm.denoiser import device_of
-from minimdm.mdm.sampler import SampleResult
+from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, device_of, token_limits
+from minimdm.mdm.sampler import SampleResult, check_positive_int
 from minimdm.mdm.schedules import Schedule
 from minimdm.radd.score import conditional_logits, resolve_schedule
 
@@ -32,20 +32,26 @@ def expected_nfe(steps: int, length: int) -> float:
     return steps * (1.0 - (1.0 - 1.0 / steps) ** length)
 
 
-def _start_canvas(canvas, length, batch_size, mask_id, device):
+def _start_canvas(canvas, length, batch_size, mask_id, device, vocab_size=None):
     """The starting x_1: all masks, or a given canvas whose non-mask positions stay fixed (prefix, infilling)."""
     if canvas is None:
         if length is None or length < 1:
             raise ValueError(f"length={length} must be a positive integer (or pass a canvas)")
+        check_positive_int("batch_size", batch_size)
         return torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
-    if canvas.dim() != 2:
-        raise ValueError(f"canvas must have shape (batch, length), got {tuple(canvas.shape)}")
+    check_token_ids(canvas, "canvas", mask_id, vocab_size, masks_allowed=True)
     return canvas.clone()
 
 
 def _draw_from_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF categorical draw: cdf (..., K), u (...) in [0, 1) -> index. One uniform per position."""
     return (cdf < (u * cdf[..., -1])[..., None]).sum(-1)
+
+
+def _check_grid(steps: int, final_time: float) -> None:
+    check_positive_int("steps", steps)
+    if not 0.0 < final_time < 1.0:
+        raise ValueError(f"final_time={final_time} must lie in (0, 1)")
 
 
 def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie", final_time: float = 1e-5) -> torch.Tensor:
@@ -55,6 +61,7 @@ def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie"
     """
     if method not in SAMPLING_METHODS:
         raise ValueError(f"method={method!r}: allowed values are {SAMPLING_METHODS}")
+    _check_grid(steps, final_time)
     grid = torch.linspace(1.0, final_time, steps + 1, dtype=torch.float64)
     t, s = grid[:-1], grid[1:]
     if method == "tweedie":
@@ -68,9 +75,10 @@ def reveal_probabilities(steps: int, schedule: Schedule, method: str = "tweedie"
 
 def _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history):
     """The starting canvas, an empty result (NFE counters, history with its first frame) and the confidences."""
+    check_model_mask_id(denoiser, mask_id)  # inside the vocabulary the samplers would run and return garbage
     if device is None:
         device = canvas.device if canvas is not None else device_of(denoiser)
-    x = _start_canvas(canvas, length, batch_size, mask_id, device)
+    x = _start_canvas(canvas, length, batch_size, mask_id, device, token_limits(denoiser)[0])
     confidence = torch.full(x.shape, float("nan"), device=device)
     nfe_per_row = torch.zeros(x.shape[0], dtype=torch.long, device=device)
     result = RADDSampleResult(tokens=x, prompt_length=0, mask_id=mask_id, nfe_per_row=nfe_per_row)
@@ -111,10 +119,7 @@ def tau_leaping_sample(denoiser, *, steps: int, mask_id: int, length: int | None
     form of the cache (call after each change, reuse the output while the row is unchanged), which is exact
     only because c_theta has no t.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps} must be a positive integer")
-    if not 0.0 < final_time < 1.0:
-        raise ValueError(f"final_time={final_time} must lie in (0, 1)")
+    _check_grid(steps, final_time)
     schedule = resolve_schedule(schedule)
     x, result, confidence = _begin(denoiser, canvas, length, batch_size, mask_id, device, record_history)
     B, L = x.shape

@@ -13,7 +13,7 @@ import math
 import torch
 
 from minimdm.mdm.denoiser import logits_of
-from minimdm.mdm.schedules import Schedule, get_schedule
+from minimdm.mdm.schedules import Schedule, check_time, get_schedule
 
 # --- schedules: alpha_t = exp(-sigma_bar(t)) ---------------------------------------------------------
 
@@ -101,6 +101,7 @@ def conditional_logits(model, xt: torch.Tensor, mask_ratio: torch.Tensor) -> tor
 @torch.no_grad()
 def concrete_score(denoiser, xt: torch.Tensor, t: float, schedule: str | Schedule | None = None) -> torch.Tensor:
     """s(x_t, t)_{i,v} = a(t) c(x_t)_{i,v} = p_t(x_t with x^i = v) / p_t(x_t) at masked i: (B, L, K) float64."""
+    check_time(t)  # a(0) is infinite; t outside [0, 1] has no meaning
     schedule = resolve_schedule(schedule)
     lam = schedule.mask_prob(torch.tensor(t, dtype=torch.float64)).expand(xt.shape[0])
     probs = torch.softmax(conditional_logits(denoiser, xt, lam).double(), dim=-1)

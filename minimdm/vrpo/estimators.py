@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.denoiser import check_model_mask_id, logits_of
 from minimdm.mdm.elbo import all_subsets
 from minimdm.mdm.forward import mask_tokens_l, mask_tokens_t, stratified_counts, stratified_uniform
 from minimdm.mdm.loss import masked_cross_entropy
@@ -190,6 +190,7 @@ def exact_answer_elbo(denoiser, tokens: torch.Tensor, answer_mask: torch.Tensor,
 
     Rows that share one answer mask (the usual case: one answer canvas) go through the network ``rows_per_call`` at
     a time; otherwise row by row."""
+    check_model_mask_id(denoiser, mask_id)
     if not bool((answer_mask == answer_mask[:1]).all()):
         return torch.cat([elbo_from_draws(denoiser, row[None], all_answer_masks(row, mask, mask_id))
                           for row, mask in zip(tokens, answer_mask)])

@@ -9,12 +9,13 @@ unbiased ELBO estimates is unbiased; the loss is convex in s, so its estimate is
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from minimdm.mdm.denoiser import logits_of
+from minimdm.mdm.denoiser import check_model_mask_id, logits_of
 from minimdm.vrpo.estimators import ELBOSampling, draw_masks, elbo_from_draws, exact_answer_elbo
 
 # --- DPO-E --------------------------------------------------------------------------------------------------
@@ -29,6 +30,11 @@ class DPOEOutput:
 
 def dpo_e_from_elbos(policy_elbo: torch.Tensor, reference_elbo: torch.Tensor, beta: float) -> DPOEOutput:
     """Score and loss from the ELBOs of the stacked answers [y_w (B rows); y_l (B rows)]."""
+    if not (isinstance(beta, numbers.Real) and math.isfinite(beta) and beta > 0):  # beta < 0 would learn the opposite
+        raise ValueError(f"beta={beta} must be a finite number > 0 (DPO's inverse temperature, e.g. 0.1)")
+    if policy_elbo.shape != reference_elbo.shape or policy_elbo.dim() != 1 or len(policy_elbo) % 2:
+        raise ValueError(f"policy_elbo and reference_elbo must both have shape (2 * pairs,) (chosen rows, then "
+                         f"rejected), got {tuple(policy_elbo.shape)} and {tuple(reference_elbo.shape)}")
     log_ratio = policy_elbo - reference_elbo  # B_pi(y) - B_ref(y), (2B,)
     chosen, rejected = log_ratio.chunk(2)
     score = beta * (chosen - rejected)  # s = beta [(B_pi(y_w) - B_ref(y_w)) - (B_pi(y_l) - B_ref(y_l))]
@@ -40,6 +46,9 @@ def _stack_pair(chosen: torch.Tensor, rejected: torch.Tensor, answer_mask: torch
     if chosen.shape != rejected.shape or chosen.dim() != 2:
         raise ValueError(f"chosen and rejected must both have shape (pairs, length), got "
                          f"{tuple(chosen.shape)} and {tuple(rejected.shape)}")
+    if answer_mask.shape not in (chosen.shape, chosen.shape[1:]):
+        raise ValueError(f"answer_mask must have shape {tuple(chosen.shape)} or ({chosen.shape[1]},) like chosen, "
+                         f"got {tuple(answer_mask.shape)}")
     answer_mask = answer_mask.expand_as(chosen)
     if answer_mask.dtype != torch.bool:
         raise ValueError(f"answer_mask must be a bool tensor, got {answer_mask.dtype}")
@@ -55,6 +64,10 @@ def dpo_e_loss(policy, reference, chosen: torch.Tensor, rejected: torch.Tensor, 
     2n policy passes with gradient, 2n reference passes without (the per-step cost of VRPO with antithetic sampling, arXiv 2505.19223).
     """
     answers, maskable = _stack_pair(chosen, rejected, answer_mask)
+    if not isinstance(sampling, ELBOSampling):
+        raise ValueError(f"sampling={sampling!r} must be an ELBOSampling (e.g. estimator_family(8)['vrpo'])")
+    for model in (policy, reference):  # a mask id inside the vocabulary would give a plausible, meaningless loss
+        check_model_mask_id(model, mask_id)
     # y_w and y_l are different rows, so their draws are independent; policy and reference share them if antithetic.
     policy_draws = draw_masks(answers, maskable, mask_id, sampling, generator)
     reference_draws = policy_draws if sampling.antithetic else draw_masks(answers, maskable, mask_id, sampling, generator)
