@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from minimdm import distributed
+from minimdm.checks import is_finite_number, is_integer
 from minimdm.flops import peak_flops, training_flops_per_token
 from minimdm.presets import default_device
 
@@ -76,13 +77,13 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "warmup_steps", "grad_accum", "log_every", "eval_every", "checkpoint_every"):
             value = getattr(self, name)  # a float would fail mid-run (range, modulo), -1 would act every step
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if not is_integer(value):
                 raise ValueError(f"{name}={value!r} must be an integer")
         if self.steps < 1:
             raise ValueError(f"steps={self.steps} must be >= 1")
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):  # nan passes every comparison below
             value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+            if not is_finite_number(value):
                 raise ValueError(f"{name}={value!r} must be a finite number")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")

@@ -6,7 +6,8 @@ import math
 import torch
 
 from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, logits_of, token_limits
-from minimdm.mdm.sampler import SampleResult, check_positive_int, check_temperature, generate, gumbel_argmax
+from minimdm.checks import check_positive_int
+from minimdm.mdm.sampler import SampleResult, check_temperature, generate, gumbel_argmax
 from minimdm.mdm.schedules import Schedule
 
 

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
+
+from minimdm.checks import is_finite_number, is_integer
 
 VARIANTS = ("none", "linear", "ntk", "critical_ntk", "diffusion_ntk")
 NTK_FAMILY = ("ntk", "critical_ntk", "diffusion_ntk")  # these scale the base; "linear" scales positions
 
 
 def _check_head_dim(head_dim: int) -> None:
-    if isinstance(head_dim, bool) or not isinstance(head_dim, numbers.Integral) or head_dim < 2 or head_dim % 2:
+    if not is_integer(head_dim) or head_dim < 2 or head_dim % 2:
         raise ValueError(f"head_dim={head_dim} must be an even integer >= 2 (RoPE rotates channel pairs)")
 
 
@@ -49,13 +50,13 @@ def _check_base(base: float) -> None:
 
 def _check_train_length(train_length: int) -> None:
     # nan (or a float that is not one) would give a nan base
-    if not (isinstance(train_length, numbers.Real) and math.isfinite(train_length) and train_length >= 1):
+    if not (is_finite_number(train_length) and train_length >= 1):
         raise ValueError(f"train_length={train_length} must be a positive integer")
 
 
 def _check_lengths(train_length: int, target_length: int) -> None:
     _check_train_length(train_length)
-    if not (isinstance(target_length, numbers.Real) and math.isfinite(target_length)) or target_length < train_length:
+    if not is_finite_number(target_length) or target_length < train_length:
         raise ValueError(f"target_length={target_length} must be >= train_length={train_length} (this extends context)")
 
 
@@ -119,7 +120,7 @@ def rope_scaling(variant: str, *, head_dim: int, base: float, train_length: int,
     if factor is None:
         factor = scaling_factor(variant, head_dim=head_dim, base=base, train_length=train_length,
                                 target_length=target_length)
-    elif not (isinstance(factor, numbers.Real) and math.isfinite(factor) and factor > 0):
+    elif not (is_finite_number(factor) and factor > 0):
         raise ValueError(f"factor={factor} must be a finite number > 0 (lambda scales the base or the positions)")
     elif variant == "none" and factor != 1:
         raise ValueError(f"factor={factor}: variant 'none' is plain RoPE, lambda = 1")

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import torch
 
+from minimdm.checks import check_positive_int
 from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, device_of, token_limits
 from minimdm.mdm.elbo import Estimate, elbo_draws
-from minimdm.mdm.sampler import check_cfg_scale, check_positive_int, guided_logits
+from minimdm.mdm.sampler import check_cfg_scale, guided_logits
 
 
 def _guided(denoiser, prompt_length: int, mask_id: int, cfg_scale: float):

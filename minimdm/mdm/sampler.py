@@ -20,12 +20,11 @@ plots only scrub a history.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
+from minimdm.checks import check_positive_int, is_finite_number, is_integer
 from minimdm.mdm.denoiser import check_embedding_id, check_mask_id, check_token_ids, logits_of, token_limits
 from minimdm.mdm.schedules import Schedule
 
@@ -100,31 +99,24 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> t
     return (logits.double() / temperature + gumbel).argmax(-1)
 
 
-def check_positive_int(name: str, value) -> None:
-    """Counts (steps, lengths, batch sizes) must be Python integers >= 1: a float fails deep inside torch."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
 def check_temperature(temperature) -> None:
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature >= 0):
+    if not (is_finite_number(temperature) and temperature >= 0):
         # nan would turn every proposal into token 0
         raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0 is greedy)")
 
 
 def check_cfg_scale(cfg_scale) -> None:
-    if not (isinstance(cfg_scale, numbers.Real) and math.isfinite(cfg_scale) and cfg_scale >= 0):
+    if not (is_finite_number(cfg_scale) and cfg_scale >= 0):
         raise ValueError(f"cfg_scale={cfg_scale} must be a finite number >= 0 (0 turns guidance off)")
 
 
 def _check_arguments(gen_length, steps, block_length, remasking, temperature, cfg_scale, mask_id, vocab_size,
                      embedding_size):
     check_positive_int("gen_length", gen_length)
-    if isinstance(block_length, bool) or not isinstance(block_length, numbers.Integral) or block_length < 1 \
-            or gen_length % block_length:
+    if not is_integer(block_length) or block_length < 1 or gen_length % block_length:
         raise ValueError(f"gen_length={gen_length} must be divisible by block_length={block_length}")
     num_blocks = gen_length // block_length
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1 or steps % num_blocks:
+    if not is_integer(steps) or steps < 1 or steps % num_blocks:
         raise ValueError(f"steps={steps} must be a positive multiple of the number of blocks ({num_blocks} = gen_length / block_length)")
     if steps > gen_length:  # every step past one token per step would run the network and commit nothing
         raise ValueError(f"steps={steps} exceeds gen_length={gen_length}: use at most one step per generated token")
@@ -143,8 +135,7 @@ def _check_end_ids(eos_id, eot_id, mask_id, vocab_size) -> None:
     for name, value in (("eos_id", eos_id), ("eot_id", eot_id)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 or value == mask_id \
-                or (vocab_size is not None and value >= vocab_size):
+        if not is_integer(value) or value < 0 or value == mask_id or (vocab_size is not None and value >= vocab_size):
             allowed = "an id >= 0" if vocab_size is None else f"an id in 0..{vocab_size - 1} (the vocabulary)"
             raise ValueError(f"{name}={value!r}: allowed is {allowed}, not the mask id, or None")
 
@@ -196,8 +187,7 @@ def generate(denoiser, prompt: torch.Tensor | None = None, *, gen_length: int, s
     if (logits_eos_inf or confidence_eos_eot_inf or eos_eot_last) and eos_id is None:
         raise ValueError("logits_eos_inf / confidence_eos_eot_inf / eos_eot_last need eos_id")
     _check_end_ids(eos_id, eot_id, mask_id, vocab_size)
-    if prompt is None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                           or batch_size < 1):
+    if prompt is None and (not is_integer(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r}: the batch is empty; ask for at least one sample "
                          f"(a positive integer)")
     if prompt is not None:

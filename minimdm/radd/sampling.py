@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from minimdm.checks import check_positive_int
 from minimdm.mdm.denoiser import check_model_mask_id, check_token_ids, device_of, token_limits
-from minimdm.mdm.sampler import SampleResult, check_positive_int
+from minimdm.mdm.sampler import SampleResult
 from minimdm.mdm.schedules import Schedule
 from minimdm.radd.score import conditional_logits, resolve_schedule
 

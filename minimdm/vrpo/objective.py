@@ -9,12 +9,12 @@ unbiased ELBO estimates is unbiased; the loss is convex in s, so its estimate is
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from minimdm.checks import is_finite_number
 from minimdm.mdm.denoiser import check_model_mask_id, logits_of
 from minimdm.vrpo.estimators import ELBOSampling, draw_masks, elbo_from_draws, exact_answer_elbo
 
@@ -30,7 +30,7 @@ class DPOEOutput:
 
 def dpo_e_from_elbos(policy_elbo: torch.Tensor, reference_elbo: torch.Tensor, beta: float) -> DPOEOutput:
     """Score and loss from the ELBOs of the stacked answers [y_w (B rows); y_l (B rows)]."""
-    if not (isinstance(beta, numbers.Real) and math.isfinite(beta) and beta > 0):  # beta < 0 would learn the opposite
+    if not (is_finite_number(beta) and beta > 0):  # beta < 0 would learn the opposite
         raise ValueError(f"beta={beta} must be a finite number > 0 (DPO's inverse temperature, e.g. 0.1)")
     if policy_elbo.shape != reference_elbo.shape or policy_elbo.dim() != 1 or len(policy_elbo) % 2:
         raise ValueError(f"policy_elbo and reference_elbo must both have shape (2 * pairs,) (chosen rows, then "
